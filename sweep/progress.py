@@ -1,0 +1,94 @@
+"""A live progress line for the driver: done, running, failed, ETA.
+
+Tune's own console output rounds small MSEs to 0 and ignores custom
+reporters, so the CLI draws its own from a `tune.Callback` (driver side only;
+workers never print).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ray import tune
+
+from sweep import metrics as m
+
+REDRAW_S = 1.0  # at most one redraw per second
+
+
+class ProgressCallback(tune.Callback):
+    def __init__(self, n_trials: int, stream=None):
+        self.n_trials = n_trials
+        self.stream = stream
+        self.t0 = time.monotonic()
+        self.last_draw = 0.0
+        self.done_here = 0  # trials finished by this run (for the ETA)
+        self.best_mse: dict[str, float] = {}
+
+    def __getstate__(self):
+        # the Tuner pickles its callbacks; the stream is not picklable
+        return {k: v for k, v in self.__dict__.items() if k != "stream"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, stream=None)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if m.MSE in result:
+            self.best_mse[trial.trial_id] = result[m.MSE]
+        self._draw(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done_here += 1
+        self._draw(trials, force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._draw(trials, force=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        self._draw(trials)
+
+    def on_experiment_end(self, trials, **info):
+        self._draw(trials, force=True)
+        self._out().write("\n")
+        self._out().flush()
+
+    def _out(self):
+        return self.stream or sys.stderr
+
+    def _draw(self, trials, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_draw < REDRAW_S:
+            return
+        self.last_draw = now
+        status = [t.status for t in trials]
+        done = status.count("TERMINATED")
+        running = status.count("RUNNING")
+        failed = status.count("ERROR")
+        total = max(self.n_trials, len(trials))
+        left = total - done - failed
+        elapsed = now - self.t0
+        eta = "?"
+        if self.done_here and left:
+            eta = _duration(elapsed / self.done_here * left)
+        elif not left:
+            eta = "0s"
+        width = 24
+        filled = int(width * (done + failed) / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        line = (
+            f"\r[{bar}] {done}/{total} done, {running} running, {failed} failed, "
+            f"elapsed {_duration(elapsed)}, ETA {eta}   "
+        )
+        out = self._out()
+        out.write(line)
+        out.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
