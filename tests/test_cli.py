@@ -1,0 +1,145 @@
+"""The command line without Ray: help, planning, and one-line user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from sweep import catalog
+from sweep.cli import app, parse_sets
+
+runner = CliRunner()
+COMMANDS = ["list", "run", "resume", "status", "summary", "report", "trial",
+            "validate-cluster"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_each_command(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_python_dash_m_sweep_runs_the_same_app():
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    for command in COMMANDS:
+        assert command in out.stdout
+
+
+def test_list_shows_every_figure_with_trial_counts():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    # the quick fig3 grid is 4 optimizers x 4 nonlinearities x 1 seed = 16 cells
+    line = next(
+        ln for ln in result.output.splitlines() if ln.split()[:2] == ["fig3", "quick"]
+    )
+    assert line.split()[2] == "16"
+    for figure in catalog.FIGURES:
+        assert figure in result.output
+    assert "fig11" in result.output  # derived figures say where they come from
+
+
+def test_set_parses_fixed_values_and_grid_axes():
+    fixed, axes = parse_sets(["width=512", "lr=1e-3", "depth=1,2,3", "grey=true"])
+    assert fixed == {"width": 512, "lr": 1e-3, "grey": True}
+    assert axes == {"depth": [1, 2, 3]}
+
+
+def test_overrides_multiply_the_grid():
+    sweep = catalog.get_sweep("fig3", "smoke").with_overrides({}, {"seed": [0, 1, 2]})
+    # smoke fig3: 1 optimizer x 2 nonlinearities, now x 3 seeds
+    assert sweep.n_trials == 6
+    assert len(sweep.trials()) == 6
+    assert sorted({t["seed"] for t in sweep.trials()}) == [0, 1, 2]
+
+
+def test_fixed_override_beats_a_linked_axis():
+    # the optimizer axis links optimizer and lr; fixing lr must win in every cell
+    sweep = catalog.get_sweep("fig3", "quick").with_overrides({"lr": 0.5}, {})
+    assert {t["lr"] for t in sweep.trials()} == {0.5}
+
+
+def test_every_catalog_sweep_builds_valid_cells():
+    for figure in catalog.FIGURES:
+        for profile in catalog.PROFILES:
+            sweep = catalog.get_sweep(figure, profile)
+            cells = sweep.trials()
+            assert len(cells) == sweep.n_trials
+            assert all(c["figure"] == figure or figure == "fig1b" for c in cells)
+
+
+USER_ERRORS = [
+    (["run", "fig99"], "unknown figure 'fig99'"),
+    (["run", "fig3", "--profile", "huge"], "huge"),
+    (["run", "fig3", "--set", "widht=3"], "unknown config field 'widht'"),
+    (["run", "fig3", "--set", "width=abc"], "width='abc' is not a valid int"),
+    (["run", "fig3", "--set", "width=0"], "width=0 must be >= 1"),
+    (["run", "fig3", "--set", "lr=-1"], "lr=-1.0 must be > 0"),
+    (["run", "fig3", "--set", "lr=nan"], "must be a finite number"),
+    (["run", "fig3", "--set", "optimizer=sgdd"], "unknown optimizer 'sgdd'"),
+    (["run", "fig3", "--set", "nonlinearity=selu2"], "selu2"),
+    (["run", "fig3", "--set", "seq_len=3"], "seq_len=3 does not divide n_train=10"),
+    (["run", "fig3", "--set", "width"], "is not field=value"),
+    (
+        ["run", "fig3", "--set", "width=100000", "depth=50"],
+        "GiB to train but this machine has",
+    ),
+    (["run", "fig11"], "drawn from the trials of fig3"),
+    (["trial", "fig3", "--index", "99"], "--index 99 but the sweep has 2 cells"),
+]
+
+
+@pytest.mark.parametrize("args,message", USER_ERRORS)
+def test_user_errors_are_one_line_and_exit_nonzero(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    text = result.output.strip()
+    assert message in text, text
+    assert "Traceback" not in text
+    if result.exit_code == 2 and text.startswith("error:"):
+        assert len(text.splitlines()) == 1, text
+
+
+def test_storage_that_is_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("precious")
+    result = runner.invoke(
+        app, ["run", "fig3", "--profile", "smoke", "--storage", str(blocker)]
+    )
+    assert result.exit_code == 2
+    assert "is a file, not a directory" in result.output
+    assert blocker.read_text() == "precious"  # nothing overwritten
+
+
+def test_resume_of_a_directory_that_is_not_a_sweep(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    result = runner.invoke(app, ["resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is not a sweep directory" in result.output
+    assert (tmp_path / "notes.txt").read_text() == "hello"
+
+
+def test_resume_of_a_sweep_from_an_incompatible_version(tmp_path):
+    (tmp_path / "sweep.json").write_text('{"schema": 999, "trials": []}')
+    result = runner.invoke(app, ["resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "incompatible version" in result.output
+
+
+def test_cut_short_manifest_is_named(tmp_path):
+    (tmp_path / "sweep.json").write_text('{"schema": 1, "tri')
+    result = runner.invoke(app, ["resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "cut short or corrupt" in result.output
+
+
+def test_validate_cluster_accepts_the_shipped_config():
+    result = runner.invoke(app, ["validate-cluster", "cluster.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "valid Ray cluster config" in result.output

@@ -1,0 +1,177 @@
+"""Sweeps end to end through a real local Ray runtime on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.load import load_sweeps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def final_rows(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return [r for r in rows if r.get("final")]
+
+
+def trial_dirs(exp: Path) -> list[Path]:
+    return sorted(p for p in exp.iterdir() if (p / "params.json").exists())
+
+
+def test_smoke_sweep_from_the_cli(tmp_path):
+    """fig3 smoke: 1 optimizer x 2 nonlinearities on real MNIST digits."""
+    out = sweep_cli(
+        "run", "fig3", "--profile", "smoke", "--storage", str(tmp_path),
+        "--num-cpus", "2",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp = tmp_path / "fig3-smoke"
+    assert f"results: {exp}" in out.stdout
+
+    results = load_sweeps([exp])
+    trials = results.trials
+    # one row per cell of the grid, each finished
+    assert len(trials) == 2
+    assert sorted(trials["nonlinearity"]) == ["leaky_relu", "selu"]
+    assert set(trials["status"]) == {"finished"}
+    for _, row in trials.iterrows():
+        # smoke trains 4 digits to MSE 1e-4 within 300 epochs or stops at the cap
+        assert row["stop_reason"] in ("converged", "cap")
+        assert row["converged"] == (row["mse"] <= 1e-4)
+        # counts are bounded by what exists: 4 examples, 8 starts per kind
+        assert 0 <= row["n_attractors"] <= 4
+        n_test = sum(row[f"test_{o}"] for o in
+                     ("train", "cycle", "spurious_fixed", "spurious_cycle",
+                      "diverged", "unsettled"))
+        assert n_test == 8  # every start ends as exactly one outcome
+    assert len(results.examples) == 2 * 4
+
+    manifest = json.loads((exp / "sweep.json").read_text())
+    assert manifest["n_trials"] == 2
+    assert manifest["versions"]["torch"].startswith("2.13")
+    assert set(manifest["data"]) == {"mnist"}
+
+
+def listening_sockets(pids: set[int]) -> list[str]:
+    """Local addresses of TCP sockets in LISTEN state owned by `pids` (via ss)."""
+    out = subprocess.run(
+        ["ss", "-tlnpH"], capture_output=True, text=True, check=True
+    ).stdout
+    found = []
+    for line in out.splitlines():
+        if any(f"pid={pid}," in line for pid in pids):
+            found.append(line.split()[3])
+    return found
+
+
+def peer_addresses(pids: set[int]) -> list[str]:
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established"], capture_output=True, text=True
+    ).stdout
+    return [
+        line.split()[3]
+        for line in out.splitlines()
+        if any(f"pid={pid}," in line for pid in pids)
+    ]
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def test_local_ray_listens_and_talks_on_loopback_only():
+    import ray
+
+    from sweep.launcher import connect
+
+    connect(None, 1, 0, None)
+    try:
+        time.sleep(2)  # let every Ray daemon open its ports
+        pids = descendants(os.getpid()) | {os.getpid()}
+        sockets = listening_sockets(pids)
+        peers = peer_addresses(pids)
+        node_ip = ray.util.get_node_ip_address()
+    finally:
+        ray.shutdown()
+    assert sockets, "found no Ray listening sockets to check"
+    wide = [s for s in sockets if not s.startswith(("127.", "[::1]"))]
+    assert not wide, f"Ray listens beyond loopback: {wide}"
+    far = [p for p in peers if not p.startswith(("127.", "[::1]", "[::ffff:127."))]
+    assert not far, f"Ray talks to non-loopback addresses: {far}"
+    assert node_ip == "127.0.0.1"
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    """SIGINT the driver after the first trial finishes; resume finishes the rest."""
+    args = [
+        sys.executable, "-m", "sweep", "run", "fig3", "--profile", "smoke",
+        "--storage", str(tmp_path), "--num-cpus", "1", "--max-concurrent", "1",
+        # train to the cap so each trial takes a few seconds
+        "--set", "seed=0,1,2", "--set", "target_mse=1e-30", "--set", "max_epochs=4000",
+    ]
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    exp = tmp_path / "fig3-smoke"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if exp.exists() and any(final_rows(d) for d in trial_dirs(exp)):
+                break
+            assert driver.poll() is None, driver.communicate()[1][-2000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished within 240 s")
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+    finished = {d.name: (d / "result.json").read_bytes()
+                for d in trial_dirs(exp) if final_rows(d)}
+    # the interrupt must have left work undone, or this test proves nothing
+    assert 1 <= len(finished) < 6
+
+    out = sweep_cli("resume", str(exp), "--num-cpus", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    dirs = trial_dirs(exp)
+    assert len(dirs) == 6  # 2 nonlinearities x 3 seeds, no duplicates
+    assert all(len(final_rows(d)) == 1 for d in dirs)
+    for name, before in finished.items():
+        # a finished trial was not run again: its results are byte-identical
+        assert (exp / name / "result.json").read_bytes() == before
