@@ -13,6 +13,10 @@ wins), in this order of preference:
 
 Missing data is a `DataError` that says which files to put where. Loaded arrays
 and file hashes are cached in-process, so many trials in one worker read once.
+
+Environment: $SWEEP_DATA_DIR names a data directory (after --data-dir);
+$SWEEP_NO_DOWNLOAD=1 forbids downloads (the error then says so); the cache is
+$XDG_CACHE_HOME/attractor-sweep, else ~/.cache/attractor-sweep.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -209,8 +214,8 @@ def images(
     `image_size` resizes to a square by antialiased bilinear interpolation;
     `grey` maps RGB to one channel with the ITU-R 601 luma weights.
     """
-    pool, index = _select(dataset, split, n, subset_seed, data_dir)
     _check_size(image_size)
+    pool, index = _select(dataset, split, n, subset_seed, data_dir)
 
     # uint8 (n, h, w, c) -> float (n, c, h, w) in [0, 1]
     x = torch.from_numpy(pool.x[index]).permute(0, 3, 1, 2).float().div_(255)
@@ -346,7 +351,7 @@ def _find(dataset: str, data_dir: str | os.PathLike | None) -> _Found:
 
     # nothing on disk: try the official download into the cache
     try:
-        root = _fetch(dataset, dirs[-1])
+        root = _fetch(dataset, _cache_dir())
     except _FetchFailed as err:
         raise DataError(
             f"no {dataset} data found: looked for {_LOOKED_FOR[dataset]} in "
@@ -403,7 +408,7 @@ def _fetch(dataset: str, cache: Path) -> Path:
 
 
 def _download(name: str, bases: tuple[str, ...], target: Path) -> None:
-    size, sha = OFFICIAL[name]
+    sha = OFFICIAL[name][1]
     reasons = []
     for base in bases:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.")
@@ -636,7 +641,9 @@ def _cifar_pool(found: _Found, split: str) -> _Pool:
     return _Pool(x, y, origin, True)
 
 
-def _tar_batches(tarball: Path, names: tuple[str, ...]) -> dict:
+def _tar_batches(
+    tarball: Path, names: tuple[str, ...]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     wanted = {f"{CIFAR_DIR}/{name}": name for name in names}
     raw = {}
     with tarfile.open(tarball, "r:gz") as tar:
@@ -671,7 +678,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(canonical, name)
 
 
-def _read_batch(f, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(f: IO[bytes], path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 32, 32, 3), labels (N,)) of one CIFAR-10 python batch."""
     try:
         batch = _ArrayUnpickler(f, encoding="bytes").load()
