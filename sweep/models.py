@@ -16,6 +16,7 @@ sweeps pass "leaky_relu". `depth` is ignored by both (their depth is fixed).
 from __future__ import annotations
 
 import math
+import operator
 from collections import OrderedDict
 
 import torch
@@ -83,10 +84,14 @@ def build_model(
 
 
 def _check_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    ok = len(shape) == 3 and all(isinstance(s, int) and s >= 1 for s in shape)
-    if not ok:
+    # accept any integer sequence (a torch.Size, numpy ints), return a plain tuple
+    try:
+        c, h, w = (operator.index(s) for s in shape)
+    except (TypeError, ValueError):
+        c = h = w = 0
+    if min(c, h, w) < 1:
         raise ModelError(f"shape={shape!r} must be (channels, height, width) >= 1")
-    return shape
+    return c, h, w
 
 
 def _check_divisible(model: str, hw: tuple[int, int], factor: int) -> None:
