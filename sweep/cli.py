@@ -143,16 +143,19 @@ def estimate_core_hours(trials: list[dict[str, Any]]) -> float:
     """Upper bound at the epoch cap: ~6 flops per parameter per example."""
     from sweep.models import build_model, n_params
 
+    import torch
+
     total = 0.0
     for cell in trials:
         cfg = TrialConfig.from_dict(cell)
-        model = build_model(
-            cfg.model,
-            image_shape(cfg),
-            width=cfg.width,
-            depth=cfg.depth,
-            nonlinearity=cfg.nonlinearity,
-        )
+        with torch.device("meta"):  # count parameters without allocating them
+            model = build_model(
+                cfg.model,
+                image_shape(cfg),
+                width=cfg.width,
+                depth=cfg.depth,
+                nonlinearity=cfg.nonlinearity,
+            )
         total += 6.0 * n_params(model) * cfg.n_train * cfg.max_epochs
     return total / ASSUMED_FLOPS_PER_CORE / 3600
 

@@ -8,11 +8,16 @@ or ill-typed key fails at once with a message that names it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
 from dataclasses import dataclass, fields
 from typing import Any
+
+from sweep.models import INITS, MODELS
+from sweep.nonlinearities import ModelError, canonical_name
+from sweep.training import OPTIMIZERS
 
 
 class ConfigError(ValueError):
@@ -20,7 +25,6 @@ class ConfigError(ValueError):
 
 
 DATASETS = ("mnist", "cifar10", "movie")
-MODELS = ("fc", "conv", "unet")
 NOISE_KINDS = ("gaussian", "uniform")
 SPECTRAL_METHODS = ("auto", "dense", "matfree")
 DEVICES = ("cpu", "cuda", "auto")
@@ -108,10 +112,15 @@ class TrialConfig:
         return self.n_train // self.seq_len
 
 
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrialConfig)
+
+
+@functools.cache
 def field_type(name: str) -> type:
     """The Python type of a field (int, float, bool or str), Optional stripped."""
-    hints = typing.get_type_hints(TrialConfig)
-    tp = hints[name]
+    tp = _hints()[name]
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     return tp
@@ -146,7 +155,7 @@ def coerce(name: str, value: Any) -> Any:
 
 
 def _check_types(cfg: TrialConfig) -> None:
-    hints = typing.get_type_hints(TrialConfig)
+    hints = _hints()
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         optional = "None" in str(hints[f.name])
@@ -190,6 +199,16 @@ def _check_values(cfg: TrialConfig) -> None:
 
     choice("dataset", DATASETS)
     choice("model", MODELS)
+    choice("optimizer", OPTIMIZERS)
+    choice("init", INITS)
+    try:
+        canonical_name(cfg.nonlinearity)
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.init in ("uniform", "normal") and not cfg.init_scale > 0:
+        raise ConfigError(
+            f"init={cfg.init} needs init_scale > 0 (the a of U[-a, a] or s of N(0, s))"
+        )
     choice("noise", NOISE_KINDS)
     choice("spectral_method", SPECTRAL_METHODS)
     choice("device", DEVICES)

@@ -276,8 +276,8 @@ class RaySink:
 
 
 def train_cell(config: dict) -> None:
-    """The Ray Tune trainable: one cell of a sweep."""
-    cfg = TrialConfig.from_dict(config)
+    """The Ray Tune trainable: one cell of a sweep, given as config["cell"]."""
+    cfg = TrialConfig.from_dict(config["cell"])
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    run_trial(cfg, RaySink(), data_dir=os.environ.get(data.DATA_DIR_ENV))
+    run_trial(cfg, RaySink())  # data dir: SWEEP_DATA_DIR from the runtime env

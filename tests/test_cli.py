@@ -87,7 +87,7 @@ USER_ERRORS = [
     (["run", "fig3", "--set", "seq_len=3"], "seq_len=3 does not divide n_train=10"),
     (["run", "fig3", "--set", "width"], "is not field=value"),
     (
-        ["run", "fig3", "--set", "width=100000", "depth=50"],
+        ["run", "fig3", "--set", "width=100000", "--set", "depth=50"],
         "GiB to train but this machine has",
     ),
     (["run", "fig11"], "drawn from the trials of fig3"),
