@@ -68,9 +68,7 @@ class Sweep:
         """A copy with fields fixed or turned into grid axes (from the CLI)."""
         grid = {k: v for k, v in self.grid.items() if k not in fixed and k not in axes}
         # a fixed value also removes it from linked axes, which would overwrite it
-        grid = {
-            k: [_drop(v, fixed) for v in vals] for k, vals in grid.items()
-        }
+        grid = {k: [_drop(v, fixed) for v in vals] for k, vals in grid.items()}
         base = {**self.base, **fixed}
         grid.update(axes)
         return Sweep(
@@ -317,8 +315,15 @@ def _movie(profile: str) -> Sweep:
     notes = {}
     if profile == "quick":
         base.update(
-            image_size=16, n_train=40, seq_len=40, width=512, depth=4, lr=1e-3,
-            max_epochs=20_000, time_limit_s=120.0, report_every=1_000,
+            image_size=16,
+            n_train=40,
+            seq_len=40,
+            width=512,
+            depth=4,
+            lr=1e-3,
+            max_epochs=20_000,
+            time_limit_s=120.0,
+            report_every=1_000,
         )
         notes = {
             "image_size": "128 -> 16 (d = 256)",

@@ -64,7 +64,9 @@ def parse_sets(sets: list[str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     axes: dict[str, list[Any]] = {}
     for item in sets:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r} is not field=value; e.g. --set width=512")
+            raise ConfigError(
+                f"--set {item!r} is not field=value; e.g. --set width=512"
+            )
         name, value = (s.strip() for s in item.split("=", 1))
         values = [coerce(name, v.strip()) for v in value.split(",")]
         if len(values) == 1:
@@ -141,9 +143,9 @@ def check_memory(trials: list[dict[str, Any]]) -> None:
 
 def estimate_core_hours(trials: list[dict[str, Any]]) -> float:
     """Upper bound at the epoch cap: ~6 flops per parameter per example."""
-    from sweep.models import build_model, n_params
-
     import torch
+
+    from sweep.models import build_model, n_params
 
     total = 0.0
     for cell in trials:
@@ -198,9 +200,7 @@ AddressOpt = Annotated[
 ]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option(
-        exists=True, file_okay=False, help="Directory holding the datasets."
-    ),
+    typer.Option(exists=True, file_okay=False, help="Directory holding the datasets."),
 ]
 
 
@@ -319,9 +319,9 @@ def status(directory: Annotated[Path, typer.Argument(help="A sweep directory.")]
     from analysis.load import load_sweeps
 
     results = load_sweeps([directory])
-    counts = results.trials["status"].value_counts().to_dict() if len(
-        results.trials
-    ) else {}
+    counts = (
+        results.trials["status"].value_counts().to_dict() if len(results.trials) else {}
+    )
     planned = results.planned or len(results.trials)
     typer.echo(
         f"{directory}: {planned} trials planned; "

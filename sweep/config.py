@@ -148,9 +148,7 @@ def coerce(name: str, value: Any) -> Any:
         if tp is float:
             return float(value)
     except ValueError:
-        raise ConfigError(
-            f"{name}={value!r} is not a valid {tp.__name__}"
-        ) from None
+        raise ConfigError(f"{name}={value!r} is not a valid {tp.__name__}") from None
     return value
 
 

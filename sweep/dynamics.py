@@ -214,14 +214,15 @@ def classify_starts(
     moving = np.flatnonzero(codes == _UNSETTLED)
     settle_norm = tol.step_tol * math.sqrt(d)
     limit = tol.period_limit(cycle_len)
-    periods[moving] = _find_periods(f, ends[moving], limit, settle_norm, batch_size)
+    moving_ends = _rows(ends, moving)
+    periods[moving] = _find_periods(f, moving_ends, limit, settle_norm, batch_size)
     periods[codes == _SETTLED] = 1  # period 1 found late counts as settled too
 
     # fixed points: a training example, or a spurious fixed point
     fixed = np.flatnonzero(periods == 1)
     outcome[fixed] = SPURIOUS_FIXED
     if cycle_len == 1 and len(fixed):
-        rel, nearest = _nearest(ends[fixed], cycles[:, 0])
+        rel, nearest = _nearest(_rows(ends, fixed), cycles[:, 0])
         hit = rel <= tol.match_tol
         outcome[fixed[hit]], target[fixed[hit]] = TRAIN, nearest[hit]
 
@@ -229,7 +230,8 @@ def classify_starts(
     loops = np.flatnonzero(periods > 1)
     outcome[loops] = SPURIOUS_CYCLE
     if anchors is not None and len(loops):
-        follows, cycle_index = anchors.follows(ends[loops], _apply(f, ends[loops]))
+        loop_ends = _rows(ends, loops)
+        follows, cycle_index = anchors.follows(loop_ends, _apply(f, loop_ends))
         outcome[loops[follows]] = CYCLE
         target[loops[follows]] = cycle_index[follows]
 
@@ -237,7 +239,8 @@ def classify_starts(
     spurious: list[Spurious] = []
     for kind in (SPURIOUS_FIXED, SPURIOUS_CYCLE):
         rows = np.flatnonzero(outcome == kind)
-        labels, found = _merge(f, ends[rows], periods[rows], tol.match_tol, method)
+        found_ends = _rows(ends, rows)
+        labels, found = _merge(f, found_ends, periods[rows], tol.match_tol, method)
         target[rows] = labels + len(spurious)
         spurious += found
     return StartOutcomes(np.array(OUTCOMES)[outcome], target, steps, ends, spurious)
@@ -409,13 +412,13 @@ def _find_periods(
     periods = torch.zeros(len(ends), dtype=torch.long, device=ends.device)
     with torch.no_grad():
         for lo in range(0, len(ends), batch_size):
-            x = ends[lo : lo + batch_size]
+            x = y = ends[lo : lo + batch_size]
             found = periods[lo : lo + batch_size]
-            y = x
             for p in range(1, max_period + 1):
                 y = f(y)
                 closed = (found == 0) & ((y - x).norm(dim=1) <= settle_norm)
-                found[closed] = p
+                found = torch.where(closed, p, found)
+            periods[lo : lo + batch_size] = found
     return periods.cpu().numpy()
 
 
@@ -430,7 +433,7 @@ def _merge(
         # the leader's whole orbit: a cycle endpoint may sit at any of its points
         lead = remaining[0]
         points = _orbit(f, ends[lead], int(periods[lead]))  # (p, d)
-        rel, _ = _nearest(ends[remaining], points)
+        rel, _ = _nearest(_rows(ends, remaining), points)
         same = rel <= match_tol
         same[0] = True
         labels[remaining[same]] = len(found)
@@ -469,6 +472,11 @@ def _nearest_tensor(x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
 def _nearest(x: Tensor, points: Tensor) -> tuple[np.ndarray, np.ndarray]:
     rel, index = _nearest_tensor(x, points)
     return rel.cpu().numpy(), index.cpu().numpy()
+
+
+def _rows(x: Tensor, rows: np.ndarray) -> Tensor:
+    """x[rows] with a numpy index, moved to x's device first."""
+    return x[torch.as_tensor(rows, dtype=torch.long, device=x.device)]
 
 
 def _relative(diff: Tensor, ref: Tensor) -> Tensor:

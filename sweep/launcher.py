@@ -179,7 +179,10 @@ def read_manifest(exp: str) -> dict[str, Any]:
 
 
 def connect(
-    address: str | None, num_cpus: int | None, num_gpus: int | None, data_dir: str | None
+    address: str | None,
+    num_cpus: int | None,
+    num_gpus: int | None,
+    data_dir: str | None,
 ) -> None:
     """Start local Ray on loopback, or join the cluster at `address`."""
     import ray
@@ -227,7 +230,10 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
     )
     if not fits:
         biggest = max(
-            ((n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes),
+            (
+                (n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0))
+                for n in nodes
+            ),
             default=(0, 0),
         )
         raise LaunchError(

@@ -26,7 +26,14 @@ MEDIAN_RADIUS = "median_radius"
 N_SPURIOUS = "n_spurious"  # distinct stable attractors outside the training set
 N_SPURIOUS_UNSTABLE = "n_spurious_unstable"
 
-OUTCOMES = ("train", "cycle", "spurious_fixed", "spurious_cycle", "diverged", "unsettled")
+OUTCOMES = (
+    "train",
+    "cycle",
+    "spurious_fixed",
+    "spurious_cycle",
+    "diverged",
+    "unsettled",
+)
 START_KINDS = ("test", "noise")
 
 

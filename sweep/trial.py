@@ -102,7 +102,11 @@ def run_trial(cfg: TrialConfig, sink: Sink, data_dir: str | None = None) -> dict
 
     # model, seeded so the same config gives the same network
     model = build_model(
-        cfg.model, shape, width=cfg.width, depth=cfg.depth, nonlinearity=cfg.nonlinearity
+        cfg.model,
+        shape,
+        width=cfg.width,
+        depth=cfg.depth,
+        nonlinearity=cfg.nonlinearity,
     )
     generator = torch.Generator().manual_seed(cfg.seed)
     initialize(

@@ -12,8 +12,16 @@ from sweep import catalog
 from sweep.cli import app, parse_sets
 
 runner = CliRunner()
-COMMANDS = ["list", "run", "resume", "status", "summary", "report", "trial",
-            "validate-cluster"]
+COMMANDS = [
+    "list",
+    "run",
+    "resume",
+    "status",
+    "summary",
+    "report",
+    "trial",
+    "validate-cluster",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -168,9 +168,7 @@ def test_product_is_taken_in_cycle_order(method):
     ordered = np.abs(np.linalg.eigvals((mats[2] @ mats[1] @ mats[0]).numpy())).max()
     reverse = np.abs(np.linalg.eigvals((mats[0] @ mats[1] @ mats[2]).numpy())).max()
     assert abs(ordered - reverse) > 0.1 * ordered
-    assert cycle_spectral_radius(f, points, method) == pytest.approx(
-        ordered, rel=EXACT
-    )
+    assert cycle_spectral_radius(f, points, method) == pytest.approx(ordered, rel=EXACT)
 
 
 def test_cycle_of_length_one_is_the_point_radius():

@@ -42,8 +42,14 @@ def trial_dirs(exp: Path) -> list[Path]:
 def test_smoke_sweep_from_the_cli(tmp_path):
     """fig3 smoke: 1 optimizer x 2 nonlinearities on real MNIST digits."""
     out = sweep_cli(
-        "run", "fig3", "--profile", "smoke", "--storage", str(tmp_path),
-        "--num-cpus", "2",
+        "run",
+        "fig3",
+        "--profile",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--num-cpus",
+        "2",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     exp = tmp_path / "fig3-smoke"
@@ -61,9 +67,17 @@ def test_smoke_sweep_from_the_cli(tmp_path):
         assert row["converged"] == (row["mse"] <= 1e-4)
         # counts are bounded by what exists: 4 examples, 8 starts per kind
         assert 0 <= row["n_attractors"] <= 4
-        n_test = sum(row[f"test_{o}"] for o in
-                     ("train", "cycle", "spurious_fixed", "spurious_cycle",
-                      "diverged", "unsettled"))
+        n_test = sum(
+            row[f"test_{o}"]
+            for o in (
+                "train",
+                "cycle",
+                "spurious_fixed",
+                "spurious_cycle",
+                "diverged",
+                "unsettled",
+            )
+        )
         assert n_test == 8  # every start ends as exactly one outcome
     assert len(results.examples) == 2 * 4
 
@@ -139,13 +153,30 @@ def test_local_ray_listens_and_talks_on_loopback_only():
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     """SIGINT the driver after the first trial finishes; resume finishes the rest."""
     args = [
-        sys.executable, "-m", "sweep", "run", "fig3", "--profile", "smoke",
-        "--storage", str(tmp_path), "--num-cpus", "1", "--max-concurrent", "1",
+        sys.executable,
+        "-m",
+        "sweep",
+        "run",
+        "fig3",
+        "--profile",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--num-cpus",
+        "1",
+        "--max-concurrent",
+        "1",
         # train to the cap so each trial takes a few seconds
-        "--set", "seed=0,1,2", "--set", "target_mse=1e-30", "--set", "max_epochs=4000",
+        "--set",
+        "seed=0,1,2",
+        "--set",
+        "target_mse=1e-30",
+        "--set",
+        "max_epochs=4000",
     ]
-    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     exp = tmp_path / "fig3-smoke"
     deadline = time.time() + 240
     try:
@@ -162,8 +193,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         if driver.poll() is None:
             driver.kill()
 
-    finished = {d.name: (d / "result.json").read_bytes()
-                for d in trial_dirs(exp) if final_rows(d)}
+    finished = {
+        d.name: (d / "result.json").read_bytes()
+        for d in trial_dirs(exp)
+        if final_rows(d)
+    }
     # the interrupt must have left work undone, or this test proves nothing
     assert 1 <= len(finished) < 6
 
