@@ -105,7 +105,7 @@ def write_sweep(
     meta = {
         "schema": 1, "figure": figure, "profile": "quick",
         "created": "2025-01-01T00:00:00", "n_trials": planned or len(specs),
-        "trials": configs, "git": "0000000", "versions": {}, "data": {},
+        "notes": {}, "trials": configs, "git": "0000000", "versions": {}, "data": {},
     }  # fmt: skip
     (sweep / "sweep.json").write_text(json.dumps(meta))
 

@@ -101,6 +101,27 @@ def test_malformed_middle_line_is_skipped(tmp_path):
     assert any("line 2" in w for w in loaded.warnings)
 
 
+def test_trial_dirs_with_checkpoints_only(tmp_path):
+    """Ray 2.60 sweeps seen here synced checkpoints before params/result.json.
+
+    The finished trial's measurements.json carries its config and final
+    metrics; the running trial's config is sweep.json's cell at its grid index.
+    """
+    specs = [
+        fx.Spec(dict(nonlinearity="relu", seed=0), stored=3),
+        fx.Spec(dict(nonlinearity="selu", seed=1), status="running"),
+    ]
+    sweep = fx.write_sweep(tmp_path, "ckpt", specs)
+    for path in [*sweep.glob("*/params.json"), *sweep.glob("*/result.json")]:
+        path.unlink()
+    trials = load_sweeps(sweep).trials
+    assert trials[["status", "nonlinearity", "seed"]].values.tolist() == [
+        ["finished", "relu", 0],
+        ["running", "selu", 1],
+    ]
+    assert trials["n_attractors"].iloc[0] == 3 and bool(trials["converged"].iloc[0])
+
+
 def test_local_trial_dir_with_flat_params(tmp_path):
     """`sweep trial` writes the config without Ray's {"cell": ...} wrapper."""
     trial = tmp_path / "local" / "trial_0"
@@ -204,6 +225,10 @@ def test_seed_spread_of_mse(results):
     assert adam["mean"] == pytest.approx(1.8e-9)
     assert adam["std"] == pytest.approx(math.sqrt(0.7) * 1e-9)
     assert (adam["k"], adam["n"], adam["n_finished"]) == (5, 6, 5)
+    # gd: of 5 finished runs only selu seed 0 converged, with mse 1e-9
+    gd = cell(spread, optimizer="gd")
+    assert (gd["mean"], gd["k"], gd["n_finished"]) == (1e-9, 1, 5)
+    assert math.isnan(gd["std"])  # one seed has no spread
 
 
 def test_outcomes_by_optimizer(results):

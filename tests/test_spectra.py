@@ -112,9 +112,9 @@ def selu_mlp(d: int, width: int, depth: int) -> torch.nn.Module:
 def test_dense_and_matfree_agree_on_a_selu_network_at_real_digits():
     # two independent routes to the same number (full eigendecomposition vs
     # Arnoldi on JVPs) must agree on a float64 net, here at d = 17 * 17 = 289
-    points = mnist_points(4, 17)
+    points = mnist_points(3, 17)
     net = selu_mlp(points.shape[1], width=128, depth=4)
-    for x in points[:3]:
+    for x in points[:2]:
         dense = spectral_radius(net, x, "dense")
         matfree = spectral_radius(net, x, "matfree")
         assert dense > 0
