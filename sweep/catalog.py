@@ -108,7 +108,7 @@ QUICK = dict(
     image_size=14,
     depth=5,
     max_epochs=20_000,
-    time_limit_s=60.0,
+    time_limit_s=45.0,
     n_test_starts=100,
     n_noise_starts=100,
     report_every=1_000,
@@ -116,7 +116,7 @@ QUICK = dict(
 QUICK_NOTES = {
     "image_size": "MNIST 28 -> 14 (d = 196): 4x cheaper layers, same real digits",
     "depth": "11 -> 5 hidden layers: 2x cheaper per epoch, still overparameterized",
-    "max_epochs": "1e6 -> 2e4 (and 60 s): a laptop budget; cells that miss the "
+    "max_epochs": "1e6 -> 2e4 (and 45 s): a laptop budget; cells that miss the "
     "target are reported as not converged (NA), never as zero",
     "n_test_starts": "1000 -> 100 starts per kind: iteration cost",
     "n_noise_starts": "1000 -> 100",
@@ -149,18 +149,20 @@ def _fig3(profile: str) -> Sweep:
     notes = {}
     if profile == "quick":
         base.update(QUICK)
+        # measured on 10 digits at 14x14, depth 5: these reach 1e-8 within the
+        # budget for most nonlinearities; the rest show up as NA
         grid["optimizer"] = [
-            {"optimizer": "gd", "lr": 0.05},
-            {"optimizer": "momentum", "lr": 5e-3},
-            {"optimizer": "adam", "lr": 1e-3},
-            {"optimizer": "rmsprop", "lr": 1e-4},
+            {"optimizer": "gd", "lr": 0.5},
+            {"optimizer": "momentum", "lr": 0.05},
+            {"optimizer": "adam", "lr": 1e-4},
+            {"optimizer": "rmsprop", "lr": 1e-5},
         ]
         grid["nonlinearity"] = ["leaky_relu", "selu", "sin10_fifth", "cos_minus"]
         grid["seed"] = [0]
         notes = dict(QUICK_NOTES)
         notes["optimizer"] = (
-            "4 optimizers with larger learning rates, so the smaller nets reach "
-            "the target within the budget"
+            "4 optimizers; GD and momentum at larger rates (0.5, 0.05) so the "
+            "smaller nets reach the target within the budget; Adam at the paper's 1e-4"
         )
         notes["nonlinearity"] = "4 of the paper's nonlinearities (swish dropped)"
         notes["seed"] = "one seed (paper: 3)"

@@ -151,7 +151,7 @@ def _starts(outcomes, kinds) -> list[dict]:
             hit = 0 if outcomes is None else (outcomes.outcome[mask] == outcome).sum()
             row[outcome] = int(hit)
         steps = outcomes.steps[mask] if outcomes is not None else np.array([])
-        row["mean_steps"] = float(steps.mean()) if len(steps) else math.nan
+        row["mean_steps"] = float(steps.mean()) if len(steps) else None
         rows.append(row)
     return rows
 
