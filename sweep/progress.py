@@ -14,7 +14,8 @@ from ray import tune
 
 from sweep import metrics as m
 
-REDRAW_S = 1.0  # at most one redraw per second
+REDRAW_S = 1.0  # at most one redraw per second on a terminal
+LOG_EVERY_S = 15.0  # one line per interval when output goes to a file or CI log
 
 
 class ProgressCallback(tune.Callback):
@@ -50,15 +51,18 @@ class ProgressCallback(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         self._draw(trials, force=True)
-        self._out().write("\n")
-        self._out().flush()
+        if self._out().isatty():
+            self._out().write("\n")
+            self._out().flush()
 
     def _out(self):
         return self.stream or sys.stderr
 
     def _draw(self, trials, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last_draw < REDRAW_S:
+        out = self._out()
+        tty = out.isatty()
+        if not force and now - self.last_draw < (REDRAW_S if tty else LOG_EVERY_S):
             return
         self.last_draw = now
         status = [t.status for t in trials]
@@ -77,11 +81,10 @@ class ProgressCallback(tune.Callback):
         filled = int(width * (done + failed) / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
         line = (
-            f"\r[{bar}] {done}/{total} done, {running} running, {failed} failed, "
-            f"elapsed {_duration(elapsed)}, ETA {eta}   "
+            f"[{bar}] {done}/{total} done, {running} running, {failed} failed, "
+            f"elapsed {_duration(elapsed)}, ETA {eta}"
         )
-        out = self._out()
-        out.write(line)
+        out.write(f"\r{line}   " if tty else f"{line}\n")
         out.flush()
 
 
