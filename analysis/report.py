@@ -3,13 +3,12 @@
 Which sections appear follows the figure each sweep serves (its sweep.json, or
 the trials' `figure` field, or, for a custom sweep, the axes that vary). The
 report embeds every PNG as a base64 data URI and loads nothing from the
-network, so the one file can be mailed or opened offline.
+network, so the one file can be mailed or opened offline; its HTML is built by
+`analysis.html`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,9 +18,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import plots, tables
+from analysis import html, plots, tables
+from analysis.html import STYLE as STYLE  # re-exported: it used to live here
 from analysis.load import Results, load_sweeps, save_tables
-from sweep import metrics as m
 
 log = logging.getLogger(__name__)
 
@@ -274,27 +273,23 @@ def write_report(sweep_dirs, out_dir: str | Path) -> Path:
     save_tables(results, out / "tables")
 
     # each section: its tables saved and shown, its figures drawn, saved, embedded
-    body = [_html_warnings(results.warnings)]
+    body = [html.warning_list(results.warnings)]
     for section in sections(results):
-        body.append(
-            f"<section id='{section.key}'><h2>{html.escape(section.title)}</h2>"
-        )
-        if section.note:
-            body.append(f"<p>{html.escape(section.note)}</p>")
+        parts = []
         for name, frame in section.tables:
             if name.endswith("_cells"):
                 _save_table(frame, out / "tables" / name)
                 continue
-            body.append(f"<h3>{html.escape(name)}</h3>{_html_table(frame)}")
+            parts.append(html.titled_table(name, frame))
         for stem, build in section.figures:
             path = plots.save(build(), out / "figures" / f"{stem}.png")
-            body.append(_html_image(path, "image/png", stem))
+            parts.append(html.image(path, "image/png", stem))
         for stem, write in section.movies:
             path = write(out / "figures" / f"{stem}.gif")
-            body.append(_html_image(path, "image/gif", stem))
-        body.append("</section>")
+            parts.append(html.image(path, "image/gif", stem))
+        body.append(html.section(section.key, section.title, section.note, parts))
     report = out / "report.html"
-    report.write_text(_page("\n".join(body), results))
+    report.write_text(html.page("\n".join(body), results))
     log.info("wrote the report of %d trials to %s", len(results.trials), report)
     return report
 
@@ -304,54 +299,3 @@ def _save_table(frame: pd.DataFrame, stem: Path) -> None:
     frame.attrs = {}  # Parquet metadata must be JSON; attrs hold lists only anyway
     frame.to_parquet(stem.with_suffix(".parquet"), index=False)
     frame.to_csv(stem.with_suffix(".csv"), index=False)
-
-
-def _html_table(frame: pd.DataFrame) -> str:
-    index = not isinstance(frame.index, pd.RangeIndex)
-    table = tables.display(frame).to_html(
-        index=index, border=0, classes="table", na_rep="NA"
-    )
-    return f"<div class='scroll'>{table}</div>"
-
-
-def _html_image(path: Path, mime: str, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    kind = " class='movie'" if mime == "image/gif" else ""
-    return (
-        f"<figure><img{kind} src='data:{mime};base64,{data}' "
-        f"alt='{html.escape(alt)}'>"
-        f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
-    )
-
-
-def _html_warnings(warnings: list[str]) -> str:
-    if not warnings:
-        return ""
-    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-    return f"<section id='warnings'><h2>Warnings</h2><ul>{items}</ul></section>"
-
-
-STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }
-table.table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }
-.scroll { overflow-x: auto; }
-table.table td, table.table th { border: 1px solid #ccc; padding: 2px 6px;
-  white-space: nowrap; }
-table.table th { background: #f0f0f0; }
-figure { margin: 0.5em 0 1.5em; } img { max-width: 100%; }
-img.movie { width: 256px; image-rendering: pixelated; }
-figcaption { font-size: 11px; color: #666; }
-#warnings { background: #fff4e0; padding: 0.5em 1em; }
-"""
-
-
-def _page(body: str, results: Results) -> str:
-    names = ", ".join(results.sweeps["sweep"]) if not results.sweeps.empty else ""
-    title = html.escape(f"Associative memory sweep: {names}")
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{title}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{title}</h1>"
-        f"<p>{len(results.trials)} trials; metric names as in sweep.metrics "
-        f"(e.g. {m.N_ATTRACTORS}, {m.N_SPURIOUS}).</p>{body}</body></html>"
-    )
