@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -80,8 +81,18 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """A YAML or JSON mapping: scalars fix fields, lists become grid axes."""
     try:
         document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text; pass a YAML file") from None
+    except yaml.YAMLError as exc:
+        # PyYAML's message spans lines (it quotes the source); keep its gist
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}: {problem}"
+        ) from None
     if not isinstance(document, dict):
         raise ConfigError(f"config file {path} must hold a mapping of field: value")
     fixed, axes = {}, {}
@@ -230,24 +241,25 @@ def run(
 
     launcher.setup_logging(verbose)
     sweep, plan = make_plan(figure, profile.value, set_, config)
-    name = name or f"{sweep.figure}-{sweep.profile}"
-    typer.echo(
-        f"{sweep.figure} ({sweep.profile}): {len(plan.trials)} trials -> "
-        f"{launcher.experiment_path(launcher.check_storage(storage), name)}",
-        err=True,
-    )
     outcome = launcher.run(
         plan,
         storage,
-        name,
+        name or f"{sweep.figure}-{sweep.profile}",
         address=address,
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
         max_concurrent=max_concurrent,
         num_cpus=num_cpus,
         data_dir=str(data_dir) if data_dir else None,
+        announce=functools.partial(announce, f"{sweep.figure} ({sweep.profile})"),
     )
     finish(outcome)
+
+
+def announce(what: str, path: str, n_trials: int, resuming: bool) -> None:
+    """One line on stderr once every check has passed and Ray is starting."""
+    verb = "resuming" if resuming else "running"
+    typer.echo(f"{what}: {verb} {n_trials} trials -> {path}", err=True)
 
 
 @app.command()
@@ -266,7 +278,6 @@ def resume(
 
     launcher.setup_logging(verbose)
     storage, name = split_dir(directory)
-    launcher.read_manifest(launcher.experiment_path(storage, name))
     outcome = launcher.run(
         None,
         storage,
@@ -277,6 +288,7 @@ def resume(
         gpus_per_trial=gpus_per_trial,
         num_cpus=num_cpus,
         data_dir=str(data_dir) if data_dir else None,
+        announce=functools.partial(announce, name),
     )
     finish(outcome)
 
@@ -292,10 +304,12 @@ def split_dir(directory: str) -> tuple[str, str]:
 
 
 def finish(outcome) -> None:
+    """Print the summary and counts; the exit code says how the sweep ended."""
     from analysis.load import load_sweeps
     from analysis.report import summary_text
 
-    typer.echo(summary_text(load_sweeps([outcome.path])))
+    if "://" not in outcome.path:  # the analysis reads local directories only
+        typer.echo(summary_text(load_sweeps([outcome.path])))
     typer.echo(
         f"{outcome.n_finished}/{outcome.n_trials} trials finished, "
         f"{outcome.n_errors} failed, in {outcome.wall_s:.0f} s"
@@ -303,6 +317,15 @@ def finish(outcome) -> None:
     for line in outcome.errors:
         typer.echo(f"failed: {line}", err=True)
     typer.echo(f"results: {outcome.path}")
+    if outcome.interrupted:
+        # 128 + the signal, as a shell reports a command a signal stopped
+        name = signal.Signals(outcome.interrupted).name
+        typer.echo(
+            f"interrupted ({name}) with {outcome.n_unfinished} trial(s) left; "
+            f"`sweep resume {outcome.path}` continues them",
+            err=True,
+        )
+        raise typer.Exit(128 + outcome.interrupted)
     if outcome.n_errors:
         typer.echo(
             f"{outcome.n_errors} trial(s) failed; fix the cause and run "
@@ -365,12 +388,18 @@ def trial(
     out: Annotated[Path, typer.Option(help="Trial directory.")] = Path("trial-out"),
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Run one cell in this process, without Ray, for debugging."""
+    """Run one cell in this process, without Ray, for debugging.
+
+    An --out that holds this cell's unfinished run continues it; one that holds
+    its final record is not run again (its summary is printed).
+    """
     from sweep.trial import LocalSink, run_trial
 
     _, plan = make_plan(figure, profile.value, set_, None)
     if index >= len(plan.trials):
         raise ConfigError(f"--index {index} but the sweep has {len(plan.trials)} cells")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a directory for the trial")
     cfg = TrialConfig.from_dict(plan.trials[index])
     final = run_trial(cfg, LocalSink(out, cfg), str(data_dir) if data_dir else None)
     typer.echo(json.dumps(final, indent=1, default=str))

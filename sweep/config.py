@@ -147,7 +147,7 @@ def coerce(name: str, value: Any) -> Any:
             return int(float(value)) if "e" in value.lower() else int(value)
         if tp is float:
             return float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # int(float("1e400")) overflows
         raise ConfigError(f"{name}={value!r} is not a valid {tp.__name__}") from None
     return value
 

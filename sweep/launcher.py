@@ -10,17 +10,28 @@ each measured on Ray Tune 2.60 (see the README's notes on Ray):
   `FailureConfig(max_failures=2)` so a killed worker retries from its last
   checkpoint, never `fail_fast` (it strands in-flight trials).
 - Local Ray binds loopback only and runs without the dashboard.
+- Everything a user can get wrong (storage, an existing sweep of another
+  search space, data files, a cluster address with nothing behind it) is
+  checked before Ray starts and before anything is written.
+- SIGTERM is handled like Ctrl-C: Tune saves its state and stops, so
+  `sweep resume` continues; a trial that finished while the driver was being
+  killed is not run again (see `sweep.trial.stored_summary`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +56,7 @@ QUIET_ENV = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_DEDUP_LOGS": "1",
 }
+CONNECT_TIMEOUT_S = 3.0  # a live GCS accepts a TCP connection in milliseconds
 
 
 class LaunchError(RuntimeError):
@@ -153,29 +165,53 @@ def write_manifest(exp: str, plan: Plan, data_dir: str | None) -> None:
 
 
 def read_manifest(exp: str) -> dict[str, Any]:
+    """The sweep.json of a sweep directory, checked to be one this version reads."""
     try:
         if is_uri(exp):
             fs, path = pafs.FileSystem.from_uri(exp)
             with fs.open_input_stream(f"{path}/{MANIFEST}") as src:
-                text = src.read().decode()
+                raw = src.read()
         else:
-            text = (Path(exp) / MANIFEST).read_text()
+            raw = (Path(exp) / MANIFEST).read_bytes()
     except (OSError, FileNotFoundError):
         raise LaunchError(
             f"{exp} is not a sweep directory (no {MANIFEST}); "
             "pass the directory that `sweep run` printed"
         ) from None
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        raise LaunchError(f"{exp}/{MANIFEST} is cut short or corrupt") from None
+        document = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise LaunchError(
+            f"{exp}/{MANIFEST} is cut short or corrupt; restore it from a copy, "
+            "or pass --name NEW to start another sweep"
+        ) from None
+    if not isinstance(document, dict):
+        raise LaunchError(f"{exp}/{MANIFEST} is not a sweep manifest (not a mapping)")
     if document.get("schema") != MANIFEST_SCHEMA:
         raise LaunchError(
             f"{exp} was written by an incompatible version "
             f"(manifest schema {document.get('schema')!r}, this is "
             f"{MANIFEST_SCHEMA}); rerun it with the version that made it"
         )
+    if not isinstance(document.get("trials"), list):
+        raise LaunchError(f"{exp}/{MANIFEST} lists no trials; it is not a sweep")
     return document
+
+
+def has_manifest(exp: str) -> bool:
+    if is_uri(exp):
+        fs, path = pafs.FileSystem.from_uri(exp)
+        return fs.get_file_info(f"{path}/{MANIFEST}").type != pafs.FileType.NotFound
+    return (Path(exp) / MANIFEST).exists()
+
+
+def holds_files(exp: str) -> bool:
+    """True when the directory exists and is not empty."""
+    if is_uri(exp):
+        fs, path = pafs.FileSystem.from_uri(exp)
+        selector = pafs.FileSelector(path, allow_not_found=True)
+        return bool(fs.get_file_info(selector))
+    return Path(exp).is_dir() and any(Path(exp).iterdir())
 
 
 def connect(
@@ -183,17 +219,39 @@ def connect(
     num_cpus: int | None,
     num_gpus: int | None,
     data_dir: str | None,
+    experiment: str | None = None,
 ) -> None:
-    """Start local Ray on loopback, or join the cluster at `address`."""
+    """Start local Ray on loopback, or join the cluster at `address`.
+
+    Trials find the data in SWEEP_DATA_DIR and their sweep directory in
+    SWEEP_EXPERIMENT, both from the runtime environment set here.
+    """
     import ray
 
-    env = {"SWEEP_DATA_DIR": str(Path(data_dir).resolve())} if data_dir else {}
+    # the data the driver checked, also for workers that `ray start` launched
+    # with an environment of their own (on a cluster, or a second node here)
+    data_dir = data_dir or os.environ.get("SWEEP_DATA_DIR")
+    env = (
+        {"SWEEP_DATA_DIR": str(Path(data_dir).expanduser().resolve())}
+        if data_dir
+        else {}
+    )
+    if experiment:
+        from sweep.trial import EXPERIMENT_ENV
+
+        env[EXPERIMENT_ENV] = experiment
     os.environ.update(QUIET_ENV)
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         # 'local' always starts a fresh instance: a stale cluster file left by
         # an earlier `ray start` would otherwise make init hang
-        os.environ.update(LOOPBACK_ENV)
+        os.environ.update(LOOPBACK_ENV)  # for the daemons this process starts
+        # Ray read the switch when it was imported (here, always before this
+        # line); without this copy it advertises the routable address and its
+        # daemons listen on every interface (measured with ss on 2.60)
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -204,6 +262,7 @@ def connect(
             log_to_driver=True,
         )
         return
+    check_address(address)
     try:
         ray.init(
             address=address,
@@ -215,6 +274,30 @@ def connect(
         raise LaunchError(
             f"no Ray cluster at {address!r} ({first}); start one with `ray up "
             "cluster.yaml` or `ray start --head`, or drop --address to run locally"
+        ) from None
+
+
+def check_address(address: str) -> None:
+    """Fail in seconds when nothing listens at host:port: Ray would retry for
+    minutes (measured: `ray.init("127.0.0.1:1")` still waiting after 120 s)."""
+    if address == "auto":
+        return  # Ray resolves it from RAY_ADDRESS or the last `ray start`
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise LaunchError(
+            f"--address {address!r} is not host:port (or ray://host:port, auto); "
+            "e.g. --address 10.0.0.5:6379"
+        )
+    try:
+        socket.create_connection(
+            (host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S
+        ).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise LaunchError(
+            f"no Ray cluster at {address!r} (TCP connect: {reason}); start one "
+            "with `ray up cluster.yaml` or `ray start --head`, or drop --address "
+            "to run locally"
         ) from None
 
 
@@ -243,6 +326,76 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
         )
 
 
+def decide(plan: Plan | None, exp: str, resume: bool) -> tuple[bool, list[dict]]:
+    """Whether to resume, and the cells; refuse whatever would overwrite a sweep."""
+    from ray import tune
+
+    restorable = tune.Tuner.can_restore(exp)
+    if resume or plan is None:
+        manifest = read_manifest(exp)  # names the problem if it is not a sweep
+        if not restorable:
+            raise LaunchError(
+                f"{exp} has no Ray Tune state to resume (it stopped before its "
+                "first trial started); start it again with the same `sweep run`"
+            )
+        return True, manifest["trials"]
+    if has_manifest(exp):
+        if read_manifest(exp)["trials"] != plan.trials:
+            raise LaunchError(
+                f"{exp} already holds a sweep with a different search space; "
+                "pass --name NEW to start another, or `sweep resume` it"
+            )
+        return restorable, plan.trials  # the same sweep: continue it
+    if holds_files(exp):
+        raise LaunchError(
+            f"{exp} exists and is not a sweep (no {MANIFEST}); pass --name NEW "
+            "or another --storage"
+        )
+    return False, plan.trials
+
+
+def check_cells(cells: list[dict], gpus_per_trial: float, data_dir: str | None) -> None:
+    """Refuse cells that would fail inside every trial (and be retried twice)."""
+    from sweep.config import TrialConfig
+    from sweep.trial import load_inputs
+
+    configs = [TrialConfig.from_dict(c) for c in cells]
+    if gpus_per_trial == 0 and any(c.device == "cuda" for c in configs):
+        raise LaunchError(
+            "cells ask for device=cuda but --gpus-per-trial is 0; pass "
+            "--gpus-per-trial 1 (or a fraction) or --set device=cpu"
+        )
+
+    # load each distinct input once, as the trial will: missing, truncated or
+    # altered files and too few images fail here (a DataError), in seconds
+    inputs = {
+        (c.dataset, c.n_train, c.subset_seed, c.image_size, c.grey, c.n_test_starts): c
+        for c in configs
+    }
+    for cfg in inputs.values():
+        load_inputs(cfg, data_dir)
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint() -> Iterator[list[int]]:
+    """Treat SIGTERM (`kill`, a batch scheduler) like Ctrl-C, which Tune handles
+    by saving its state and stopping; yields the signals received."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass
 class Outcome:
     path: str
@@ -251,6 +404,11 @@ class Outcome:
     n_errors: int
     errors: list[str]
     wall_s: float
+    interrupted: int | None = None  # the signal that stopped the sweep early
+
+    @property
+    def n_unfinished(self) -> int:
+        return self.n_trials - self.n_finished - self.n_errors
 
 
 def run(
@@ -267,80 +425,114 @@ def run(
     data_dir: str | None = None,
     max_failures: int = 2,
     show_progress: bool = True,
+    announce: Callable[[str, int, bool], None] | None = None,
 ) -> Outcome:
-    """Run (or, with `resume`, continue) the sweep at storage/name."""
+    """Run (or, with `resume`, continue) the sweep at storage/name.
+
+    Every check that needs no Ray comes first and nothing is written before
+    Ray is up, so a mistake leaves the storage as it was. `announce(path,
+    n_trials, resuming)` is called once the checks pass.
+    """
     import ray
     from ray import tune
 
     from sweep.progress import ProgressCallback
     from sweep.trial import train_cell
 
+    # checks: storage, what is there already, the cells, the cluster address
     storage = check_storage(storage)
     exp = experiment_path(storage, name)
+    resume, cells = decide(plan, exp, resume)
+    check_cells(cells, gpus_per_trial, data_dir)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "local"):
+        check_address(address)
+    if announce:
+        announce(exp, len(cells), resume)
+
+    t0 = time.perf_counter()
     trainable = tune.with_resources(
         train_cell, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     )
-    restorable = tune.Tuner.can_restore(exp)
-    if resume and not restorable:
-        read_manifest(exp)  # names the problem if it is not a sweep at all
-        raise LaunchError(f"{exp} has no Ray Tune state to resume; run it anew")
-    if not resume and plan is not None:
-        if restorable:
-            old = read_manifest(exp)
-            if old["trials"] != plan.trials:
-                raise LaunchError(
-                    f"{exp} already holds a sweep with a different search space; "
-                    "pass --name NEW to start another, or `sweep resume` it"
-                )
-            resume = True  # same sweep: continue it rather than start over
-        else:
-            write_manifest(exp, plan, data_dir)
-    manifest = read_manifest(exp)
-    n_trials = manifest["n_trials"]
-
-    t0 = time.perf_counter()
-    connect(address, num_cpus, None if address else 0, data_dir)
+    connect(address, num_cpus, None if address else 0, data_dir, exp)
     try:
         check_resources(cpus_per_trial, gpus_per_trial)
-        callbacks = [ProgressCallback(n_trials)] if show_progress else []
+        if plan is not None and not has_manifest(exp):
+            write_manifest(exp, plan, data_dir)  # the first thing written
+        callbacks = [ProgressCallback(len(cells))] if show_progress else []
         if resume:
             log.info("resuming %s", exp)
             tuner = tune.Tuner.restore(
                 exp, trainable, resume_unfinished=True, resume_errored=True
             )
-        else:
-            log.info("starting %s with %d trials", exp, n_trials)
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"cell": tune.grid_search(manifest["trials"])},
-                tune_config=tune.TuneConfig(
-                    reuse_actors=True,
-                    max_concurrent_trials=max_concurrent or None,
-                    trial_dirname_creator=lambda t: t.trial_id,
-                ),
-                run_config=tune.RunConfig(
-                    name=name,
-                    storage_path=storage,
-                    verbose=0,
-                    callbacks=callbacks,
-                    failure_config=tune.FailureConfig(max_failures=max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                ),
-            )
-        if resume and callbacks:
             # a restored Tuner keeps the callbacks it was pickled with; ours
             # replace them so the progress bar reflects this run
             tuner._local_tuner._run_config.callbacks = callbacks
-        grid = tuner.fit()
+        else:
+            log.info("starting %s with %d trials", exp, len(cells))
+            tuner = new_tuner(
+                trainable,
+                cells,
+                storage,
+                name,
+                callbacks=callbacks,
+                max_concurrent=max_concurrent,
+                max_failures=max_failures,
+            )
+        # after ray.init, whose C++ core installs a SIGTERM handler of its own
+        # (it logs a stack trace and dies, skipping Tune's last state save)
+        with sigterm_as_sigint() as received:
+            grid = tuner.fit()
     finally:
         ray.shutdown()
 
+    # finished: our final report, or Tune's "done" for a trial that had
+    # finished before a resume and returned at once (sweep.trial.stored_summary)
     errors = [f"{r.path}: {_first_line(r.error)}" for r in grid if r.error]
     finished = sum(
-        1 for r in grid if r.metrics and r.metrics.get(m.FINAL) and not r.error
+        1
+        for r in grid
+        if not r.error
+        and r.metrics
+        and (r.metrics.get(m.FINAL) or r.metrics.get("done"))
     )
-    return Outcome(
-        exp, n_trials, finished, len(errors), errors, time.perf_counter() - t0
+    outcome = Outcome(
+        exp, len(cells), finished, len(errors), errors, time.perf_counter() - t0
+    )
+    if outcome.n_unfinished:
+        outcome.interrupted = received[0] if received else signal.SIGINT
+    return outcome
+
+
+def new_tuner(
+    trainable: Any,
+    cells: list[dict],
+    storage: str,
+    name: str,
+    *,
+    callbacks: list,
+    max_concurrent: int,
+    max_failures: int,
+) -> Any:
+    """A Tuner with one grid axis `cell` of full config dicts."""
+    from ray import tune
+
+    return tune.Tuner(
+        trainable,
+        param_space={"cell": tune.grid_search(cells)},
+        tune_config=tune.TuneConfig(
+            reuse_actors=True,
+            max_concurrent_trials=max_concurrent or None,
+            trial_dirname_creator=lambda t: t.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            verbose=0,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
     )
 
 

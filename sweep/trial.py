@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
@@ -38,9 +39,12 @@ from sweep.training import Trainer, load_state, make_optimizer, save_state
 STATE_FILE = "state.pt"
 MEASUREMENTS_FILE = "measurements.json"
 GALLERY_FILE = "gallery.npz"
+EXPERIMENT_ENV = "SWEEP_EXPERIMENT"  # the sweep directory, set by sweep.launcher
 
 
 class Sink(Protocol):
+    def finished(self) -> dict | None: ...
+
     def restore(self) -> dict | None: ...
 
     def report(self, metrics: dict, checkpoint: Path | None) -> None: ...
@@ -79,7 +83,8 @@ def load_inputs(
         high=cfg.noise_high,
         seed=cfg.seed,
     )
-    flat = lambda x: x.reshape(len(x), -1)  # noqa: E731  (n, c, h, w) -> (n, d)
+    d = math.prod(shape)
+    flat = lambda x: x.reshape(len(x), d)  # noqa: E731  (n, c, h, w) -> (n, d)
     return flat(train), Starts(test=flat(test), noise=flat(noise)), shape
 
 
@@ -92,6 +97,10 @@ def sequence_targets(train: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 def run_trial(cfg: TrialConfig, sink: Sink, data_dir: str | None = None) -> dict:
     """Train and measure one configuration; return the final metrics."""
+    # a trial whose final record is stored already is not run again
+    done = sink.finished()
+    if done is not None:
+        return done
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
@@ -220,11 +229,39 @@ def _jsonable(v):
     return v
 
 
+def stored_summary(trial_path: str) -> dict | None:
+    """The final summary of a trial whose final checkpoint is already stored.
+
+    Only the final checkpoint holds measurements.json. A driver killed right
+    after a trial finished leaves Tune's last snapshot listing that trial as
+    running, so a resumed sweep starts it again; this is how it knows not to.
+    """
+    if "://" in trial_path:
+        fs, root = pafs.FileSystem.from_uri(trial_path)
+    else:
+        fs, root = pafs.LocalFileSystem(), str(Path(trial_path).resolve())
+    listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = sorted(
+        i.base_name for i in listing if i.base_name.startswith("checkpoint_")
+    )
+    for name in reversed(names):
+        path = f"{root}/{name}/{MEASUREMENTS_FILE}"
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            with fs.open_input_stream(path) as src:
+                return json.loads(src.read())["summary"]
+    return None
+
+
 def write_json(path: Path, document: dict) -> None:
     """Write atomically: a reader never sees half a file."""
+    text = json.dumps(document, indent=1, allow_nan=False)  # fails before writing
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)  # a rename within one directory: atomic
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no stray temporary
+        raise
 
 
 class LocalSink:
@@ -240,6 +277,9 @@ class LocalSink:
 
     def _checkpoints(self) -> list[Path]:
         return sorted(self.dir.glob("checkpoint_*"))
+
+    def finished(self) -> dict | None:
+        return stored_summary(str(self.dir))
 
     def restore(self) -> dict | None:
         for ck in reversed(self._checkpoints()):
@@ -263,6 +303,14 @@ class LocalSink:
 
 class RaySink:
     """Inside a Ray Tune trial: progress through `tune.report`, state as checkpoints."""
+
+    def finished(self) -> dict | None:
+        # the launcher names the sweep directory; trial dirs are named by id
+        experiment = os.environ.get(EXPERIMENT_ENV)
+        if not experiment:
+            return None
+        trial = tune.get_context().get_trial_id()
+        return stored_summary(experiment.rstrip("/") + "/" + trial)
 
     def restore(self) -> dict | None:
         checkpoint = tune.get_checkpoint()

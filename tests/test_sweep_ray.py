@@ -143,9 +143,10 @@ def test_local_ray_listens_and_talks_on_loopback_only():
     finally:
         ray.shutdown()
     assert sockets, "found no Ray listening sockets to check"
-    wide = [s for s in sockets if not s.startswith(("127.", "[::1]"))]
+    loopback = ("127.", "[::1]", "[::ffff:127.")  # IPv4 loopback, also v4-mapped
+    wide = [s for s in sockets if not s.startswith(loopback)]
     assert not wide, f"Ray listens beyond loopback: {wide}"
-    far = [p for p in peers if not p.startswith(("127.", "[::1]", "[::ffff:127."))]
+    far = [p for p in peers if not p.startswith(loopback)]
     assert not far, f"Ray talks to non-loopback addresses: {far}"
     assert node_ip == "127.0.0.1"
 
