@@ -90,8 +90,18 @@ def gallery(
         row = axes[i]
         _show(row[0], iterates[i, 0], image_shape, f"{kind} start")
         row[0].set_ylabel(outcome, fontsize=8)
-        for ax, j in zip(row[1:], middle, strict=False):
-            _show(ax, iterates[i, j], image_shape, f"step {int(steps[j])}")
+        # only iterates from before the start settled are "along the way"
+        before = [j for j in range(1, n_steps - 1) if steps[j] < end_step]
+        picks = [
+            before[int(round(k))]
+            for k in np.linspace(0, len(before) - 1, min(len(middle), len(before)))
+        ]
+        padded = (picks + [None] * len(middle))[: len(middle)]
+        for ax, j in zip(row[1 : len(middle) + 1], padded, strict=True):
+            if j is None:
+                ax.axis("off")
+            else:
+                _show(ax, iterates[i, j], image_shape, f"step {int(steps[j])}")
         _show(row[-2], iterates[i, -1], image_shape, f"end (step {end_step})")
         _reached(row[-1], gallery, i, train, image_shape, seq_len)
     fig.suptitle("iteration x_{k+1} = f(x_k) from test and noise starts", fontsize=9)

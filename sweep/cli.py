@@ -387,6 +387,7 @@ def trial(
     set_: SetOpt = [],  # noqa: B006
     out: Annotated[Path, typer.Option(help="Trial directory.")] = Path("trial-out"),
     data_dir: DataDirOpt = None,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 1,
 ) -> None:
     """Run one cell in this process, without Ray, for debugging.
 
@@ -401,6 +402,9 @@ def trial(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a directory for the trial")
     cfg = TrialConfig.from_dict(plan.trials[index])
+    import torch
+
+    torch.set_num_threads(threads)  # as a Ray trial with that many CPUs
     final = run_trial(cfg, LocalSink(out, cfg), str(data_dir) if data_dir else None)
     typer.echo(json.dumps(final, indent=1, default=str))
     typer.echo(f"trial: {out}")

@@ -42,6 +42,7 @@ class TrialConfig:
     dataset: str = "mnist"
     n_train: int = 10  # training examples (first n, or a seeded subset)
     subset_seed: int | None = None  # None: the first n of the training split
+    stride: int = 1  # take every stride-th example (movie frames spread over the film)
     image_size: int | None = None  # resize square images to this side (None: as is)
     grey: bool = False  # convert colour images to one channel
     seq_len: int = 1  # cycle length; 1 is plain autoencoding (f(x_i) = x_i)
@@ -210,7 +211,7 @@ def _check_values(cfg: TrialConfig) -> None:
     choice("noise", NOISE_KINDS)
     choice("spectral_method", SPECTRAL_METHODS)
     choice("device", DEVICES)
-    for name in ("n_train", "seq_len", "width", "depth", "max_epochs"):
+    for name in ("n_train", "seq_len", "width", "depth", "max_epochs", "stride"):
         at_least(name, 1)
     for name in ("check_every", "report_every", "checkpoint_every", "iter_max_steps"):
         at_least(name, 1)
@@ -226,6 +227,8 @@ def _check_values(cfg: TrialConfig) -> None:
         raise ConfigError(
             f"noise_low={cfg.noise_low} must not exceed noise_high={cfg.noise_high}"
         )
+    if cfg.stride > 1 and cfg.subset_seed is not None:
+        raise ConfigError("stride and subset_seed exclude each other; set one of them")
     if cfg.n_train % cfg.seq_len:
         raise ConfigError(
             f"seq_len={cfg.seq_len} does not divide n_train={cfg.n_train}; "

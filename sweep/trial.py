@@ -15,6 +15,7 @@ Files of a finished trial (in its final checkpoint directory):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -63,9 +64,9 @@ def load_inputs(
 ) -> tuple[torch.Tensor, Starts, tuple[int, ...]]:
     """Training images (n, d), starting points and the image shape (c, h, w)."""
     kw = dict(image_size=cfg.image_size, grey=cfg.grey, data_dir=data_dir)
-    train = data.images(
-        cfg.dataset, "train", cfg.n_train, subset_seed=cfg.subset_seed, **kw
-    )
+    n = cfg.n_train * cfg.stride
+    train = data.images(cfg.dataset, "train", n, subset_seed=cfg.subset_seed, **kw)
+    train = train[:: cfg.stride]  # (n_train, c, h, w)
     shape = tuple(train.shape[1:])
     n_test = 0 if cfg.dataset == "movie" else cfg.n_test_starts
     test = (
@@ -330,6 +331,8 @@ class RaySink:
 def train_cell(config: dict) -> None:
     """The Ray Tune trainable: one cell of a sweep, given as config["cell"]."""
     cfg = TrialConfig.from_dict(config["cell"])
+    # Tune logs every checkpoint it stores; the progress line says enough
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     run_trial(cfg, RaySink())  # data dir: SWEEP_DATA_DIR from the runtime env
