@@ -9,7 +9,8 @@ each measured on Ray Tune 2.60 (see the README's notes on Ray):
 - `reuse_actors=True` (14x less per-trial overhead), short trial dir names,
   `FailureConfig(max_failures=2)` so a killed worker retries from its last
   checkpoint, never `fail_fast` (it strands in-flight trials).
-- Local Ray binds loopback only and runs without the dashboard.
+- Local Ray binds loopback only and runs without the dashboard. The sweep
+  directory's `sweep.json` and the storage checks are in `sweep.manifest`.
 - Everything a user can get wrong (storage, an existing sweep of another
   search space, data files, a cluster address with nothing behind it) is
   checked before Ray starts and before anything is written.
@@ -21,13 +22,10 @@ each measured on Ray Tune 2.60 (see the README's notes on Ray):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import platform
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -36,15 +34,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
-
-from sweep import __version__
 from sweep import metrics as m
 
-log = logging.getLogger("sweep")
+# the sweep directory's manifest and storage live in sweep.manifest (no Ray
+# there); the names the CLI, benches and tests import from here are re-exported
+from sweep.manifest import MANIFEST as MANIFEST
+from sweep.manifest import MANIFEST_SCHEMA as MANIFEST_SCHEMA
+from sweep.manifest import LaunchError as LaunchError
+from sweep.manifest import Plan as Plan
+from sweep.manifest import check_storage as check_storage
+from sweep.manifest import decide as decide
+from sweep.manifest import experiment_path as experiment_path
+from sweep.manifest import has_manifest as has_manifest
+from sweep.manifest import holds_files as holds_files
+from sweep.manifest import is_uri as is_uri
+from sweep.manifest import provenance as provenance
+from sweep.manifest import read_manifest as read_manifest
+from sweep.manifest import write_manifest as write_manifest
 
-MANIFEST = "sweep.json"
-MANIFEST_SCHEMA = 1
+log = logging.getLogger("sweep")
 
 # Ray's switch that maps the node address to 127.0.0.1 and binds every port
 # there; without it a local instance listens on all interfaces
@@ -57,161 +65,6 @@ QUIET_ENV = {
     "RAY_DEDUP_LOGS": "1",
 }
 CONNECT_TIMEOUT_S = 3.0  # a live GCS accepts a TCP connection in milliseconds
-
-
-class LaunchError(RuntimeError):
-    """The sweep cannot start or resume; the message says why and what to do."""
-
-
-@dataclass
-class Plan:
-    figure: str
-    profile: str
-    trials: list[dict[str, Any]]
-    notes: dict[str, str]
-
-
-def is_uri(storage: str) -> bool:
-    return "://" in storage
-
-
-def experiment_path(storage: str, name: str) -> str:
-    if is_uri(storage):
-        return storage.rstrip("/") + "/" + name
-    return str(Path(storage).expanduser().resolve() / name)
-
-
-def check_storage(storage: str) -> str:
-    """Make sure results can be written there; return the normalized path."""
-    if is_uri(storage):
-        try:
-            fs, path = pafs.FileSystem.from_uri(storage)
-            fs.create_dir(path, recursive=True)
-        except Exception as exc:  # pyarrow raises many kinds
-            raise LaunchError(f"storage {storage!r} is not usable: {exc}") from None
-        return storage
-    path = Path(storage).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise LaunchError(
-            f"storage {storage!r} is a file, not a directory; pass --storage DIR"
-        )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise LaunchError(
-            f"storage {storage!r} is not writable ({exc.strerror}); "
-            "pass --storage with a directory you can write"
-        ) from None
-    return str(path)
-
-
-def provenance(data_dir: str | None, datasets: set[str]) -> dict[str, Any]:
-    """Git revision, library versions and data checksums, for the manifest."""
-    import numpy
-    import ray
-    import torch
-
-    from sweep import data
-
-    try:
-        git = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        git = ""
-    return {
-        "git": git or None,
-        "versions": {
-            "sweep": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "ray": ray.__version__,
-            "numpy": numpy.__version__,
-        },
-        "data": {d: data.checksums(d, data_dir) for d in sorted(datasets)},
-    }
-
-
-def write_manifest(exp: str, plan: Plan, data_dir: str | None) -> None:
-    """Record what this sweep is before any trial runs (atomically)."""
-    document = {
-        "schema": MANIFEST_SCHEMA,
-        "figure": plan.figure,
-        "profile": plan.profile,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "n_trials": len(plan.trials),
-        "notes": plan.notes,
-        "trials": plan.trials,
-        **provenance(data_dir, {t["dataset"] for t in plan.trials}),
-    }
-    text = json.dumps(document, indent=1)
-    if is_uri(exp):
-        fs, path = pafs.FileSystem.from_uri(exp)
-        fs.create_dir(path, recursive=True)
-        with fs.open_output_stream(f"{path}/{MANIFEST}") as out:
-            out.write(text.encode())
-        return
-    Path(exp).mkdir(parents=True, exist_ok=True)
-    tmp = Path(exp) / (MANIFEST + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, Path(exp) / MANIFEST)
-
-
-def read_manifest(exp: str) -> dict[str, Any]:
-    """The sweep.json of a sweep directory, checked to be one this version reads."""
-    try:
-        if is_uri(exp):
-            fs, path = pafs.FileSystem.from_uri(exp)
-            with fs.open_input_stream(f"{path}/{MANIFEST}") as src:
-                raw = src.read()
-        else:
-            raw = (Path(exp) / MANIFEST).read_bytes()
-    except (OSError, FileNotFoundError):
-        raise LaunchError(
-            f"{exp} is not a sweep directory (no {MANIFEST}); "
-            "pass the directory that `sweep run` printed"
-        ) from None
-    try:
-        document = json.loads(raw.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise LaunchError(
-            f"{exp}/{MANIFEST} is cut short or corrupt; restore it from a copy, "
-            "or pass --name NEW to start another sweep"
-        ) from None
-    if not isinstance(document, dict):
-        raise LaunchError(f"{exp}/{MANIFEST} is not a sweep manifest (not a mapping)")
-    if document.get("schema") != MANIFEST_SCHEMA:
-        raise LaunchError(
-            f"{exp} was written by an incompatible version "
-            f"(manifest schema {document.get('schema')!r}, this is "
-            f"{MANIFEST_SCHEMA}); rerun it with the version that made it"
-        )
-    if not isinstance(document.get("trials"), list):
-        raise LaunchError(f"{exp}/{MANIFEST} lists no trials; it is not a sweep")
-    return document
-
-
-def has_manifest(exp: str) -> bool:
-    if is_uri(exp):
-        fs, path = pafs.FileSystem.from_uri(exp)
-        return fs.get_file_info(f"{path}/{MANIFEST}").type != pafs.FileType.NotFound
-    return (Path(exp) / MANIFEST).exists()
-
-
-def holds_files(exp: str) -> bool:
-    """True when the directory exists and is not empty."""
-    if is_uri(exp):
-        fs, path = pafs.FileSystem.from_uri(exp)
-        selector = pafs.FileSelector(path, allow_not_found=True)
-        return bool(fs.get_file_info(selector))
-    return Path(exp).is_dir() and any(Path(exp).iterdir())
 
 
 def connect(
@@ -326,34 +179,6 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
         )
 
 
-def decide(plan: Plan | None, exp: str, resume: bool) -> tuple[bool, list[dict]]:
-    """Whether to resume, and the cells; refuse whatever would overwrite a sweep."""
-    from ray import tune
-
-    restorable = tune.Tuner.can_restore(exp)
-    if resume or plan is None:
-        manifest = read_manifest(exp)  # names the problem if it is not a sweep
-        if not restorable:
-            raise LaunchError(
-                f"{exp} has no Ray Tune state to resume (it stopped before its "
-                "first trial started); start it again with the same `sweep run`"
-            )
-        return True, manifest["trials"]
-    if has_manifest(exp):
-        if read_manifest(exp)["trials"] != plan.trials:
-            raise LaunchError(
-                f"{exp} already holds a sweep with a different search space; "
-                "pass --name NEW to start another, or `sweep resume` it"
-            )
-        return restorable, plan.trials  # the same sweep: continue it
-    if holds_files(exp):
-        raise LaunchError(
-            f"{exp} exists and is not a sweep (no {MANIFEST}); pass --name NEW "
-            "or another --storage"
-        )
-    return False, plan.trials
-
-
 def check_cells(cells: list[dict], gpus_per_trial: float, data_dir: str | None) -> None:
     """Refuse cells that would fail inside every trial (and be retried twice)."""
     from sweep.config import TrialConfig
@@ -369,7 +194,15 @@ def check_cells(cells: list[dict], gpus_per_trial: float, data_dir: str | None) 
     # load each distinct input once, as the trial will: missing, truncated or
     # altered files and too few images fail here (a DataError), in seconds
     inputs = {
-        (c.dataset, c.n_train, c.subset_seed, c.image_size, c.grey, c.n_test_starts): c
+        (
+            c.dataset,
+            c.n_train,
+            c.stride,
+            c.subset_seed,
+            c.image_size,
+            c.grey,
+            c.n_test_starts,
+        ): c
         for c in configs
     }
     for cfg in inputs.values():
@@ -442,7 +275,8 @@ def run(
     # checks: storage, what is there already, the cells, the cluster address
     storage = check_storage(storage)
     exp = experiment_path(storage, name)
-    resume, cells = decide(plan, exp, resume)
+    restorable = tune.Tuner.can_restore(exp)
+    resume, cells = decide(plan, exp, resume, restorable)
     check_cells(cells, gpus_per_trial, data_dir)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "local"):
