@@ -168,5 +168,4 @@ def test_sequence_encoder_on_real_digits_stores_its_cycles(tmp_path):
         assert c["stable"] == (c["spectral_radius"] < 1)
     assert final["n_stored"] == 3 * final["n_stable_cycles"]
     # starts can only be captured by a stable stored cycle
-    hits = [c["hits_noise"] for c in record["cycles"]]
-    assert all(h == 0 for h, c in zip(hits, record["cycles"]) if not c["stable"])
+    assert all(c["hits_noise"] == 0 for c in record["cycles"] if not c["stable"])
