@@ -1,0 +1,255 @@
+"""Packed trials on real MNIST digits: each member trains as it would alone."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from sweep.catalog import get_sweep
+from sweep.config import TrialConfig
+from sweep.models import build_model
+from sweep.packing import (
+    PackedFC,
+    PackedTrainer,
+    PackingError,
+    check_packable,
+    initial_model,
+    pack_groups,
+    run_packed,
+)
+from sweep.training import Trainer, load_state, make_optimizer
+from sweep.trial import STATE_FILE, LocalSink, load_inputs, run_trial
+
+# 4 real digits at 7x7 (d = 49), FC 2 x 32 SELU: a trial reaches MSE 1e-4 in
+# 80-300 epochs (measured), a few milliseconds each, so a pack of 3-4 is fast
+BASE = TrialConfig(
+    n_train=4,
+    image_size=7,
+    width=32,
+    depth=2,
+    lr=1e-3,
+    max_epochs=400,
+    target_mse=1e-4,
+    report_every=50,
+    checkpoint_every=100,
+    n_test_starts=8,
+    n_noise_starts=8,
+    iter_max_steps=200,
+    gallery_size=4,
+)
+# Batched matmuls sum like single ones on this CPU build (the forward passes
+# match bit for bit), but PyTorch's fused optimizer kernels round the scalar
+# tail of a tensor (e.g. a 49-element bias) differently from its vectorized
+# body, and a packed row's elements sit elsewhere in that split: an ulp per step
+# at a few elements. Measured drift after 140-280 Adam steps: 6e-8 absolute,
+# ~1e-7 of the largest weight; 1e-5 leaves 100x headroom yet catches any wrong
+# gradient or update (one wrong step moves weights by lr = 1e-3).
+WEIGHT_RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # nets this small gain nothing from a second thread, and on a shared 2-core
+    # box two spinning OpenMP threads can make a step 20x slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def members(cfgs):
+    """Each config's data and initial model, drawn as run_trial draws them."""
+    models, data = [], []
+    for cfg in cfgs:
+        torch.manual_seed(cfg.seed)
+        train, _, shape = load_inputs(cfg)
+        models.append(initial_model(cfg, shape))
+        data.append(train)
+    return models, data, shape
+
+
+def alone(cfg, model, x, epochs=10**6) -> Trainer:
+    model = copy.deepcopy(model)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+    trainer = Trainer(
+        model,
+        optimizer,
+        x,
+        x,
+        target_mse=cfg.target_mse,
+        max_epochs=cfg.max_epochs,
+        check_every=cfg.check_every,
+    )
+    trainer.run(epochs)
+    return trainer
+
+
+def packed_trainer(cfgs, models, data, shape) -> PackedTrainer:
+    packed = PackedFC.from_models(models, shape, width=32, depth=2, nonlinearity="selu")
+    x = torch.stack(data)  # (K, n, d)
+    return PackedTrainer(
+        packed,
+        cfgs[0].optimizer,
+        [c.lr for c in cfgs],
+        x,
+        x,
+        target_mse=[c.target_mse for c in cfgs],
+        max_epochs=cfgs[0].max_epochs,
+    )
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, p), q in zip(
+        a.state_dict().items(), b.state_dict().values(), strict=True
+    ):
+        scale = q.abs().max().item()
+        assert (p - q).abs().max().item() <= WEIGHT_RTOL * scale, name
+
+
+def test_packed_forward_is_each_net_alone():
+    # row k of the pack is net k: same outputs on its own data, and it unpacks
+    # into the very module build_model makes (same keys, same values)
+    cfgs = [BASE.replace(seed=s) for s in range(3)]
+    models, data, shape = members(cfgs)
+    packed = PackedFC.from_models(models, shape, width=32, depth=2, nonlinearity="selu")
+    with torch.no_grad():
+        out = packed(torch.stack(data))  # (3, 4, 49)
+        for k, (model, x) in enumerate(zip(models, data, strict=True)):
+            torch.testing.assert_close(out[k], model(x), rtol=1e-6, atol=1e-7)
+    like = build_model("fc", shape, width=32, depth=2, nonlinearity="selu")
+    unpacked = packed.unpack(1).state_dict()
+    assert list(unpacked) == list(like.state_dict())
+    assert all(torch.equal(unpacked[k], v) for k, v in models[1].state_dict().items())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "nesterov", "rmsprop"])
+def test_packed_training_matches_each_trial_alone(optimizer):
+    # four trials, three learning rates (1e-3 twice, so one optimizer holds two
+    # rows), stopping at different epochs: each member must stop at the epoch
+    # its trial alone stops at, for the same reason, with the same weights.
+    # Per-member optimizers are PyTorch's own, so any of OPTIMIZERS packs.
+    lrs = {"adam": (1e-3, 2e-3, 1e-3, 5e-4), "nesterov": (0.2, 0.3, 0.2, 0.1)}
+    lrs["rmsprop"] = (2e-4, 4e-4, 2e-4, 1e-4)
+    cfgs = [
+        BASE.replace(seed=s, optimizer=optimizer, lr=lr)
+        for s, lr in enumerate(lrs[optimizer])
+    ]
+    models, data, shape = members(cfgs)
+    pack = packed_trainer(cfgs, models, data, shape)
+    while not pack.done:
+        pack.run(100)
+    solo = [alone(c, m, x) for c, m, x in zip(cfgs, models, data, strict=True)]
+    assert len({t.epoch for t in solo}) > 1  # members really retire at different times
+    for k, trainer in enumerate(solo):
+        member = pack.members[k]
+        assert (member.epoch, member.stop_reason) == (
+            trainer.epoch,
+            trainer.stop_reason,
+        )
+        assert member.mse == pytest.approx(trainer.mse, rel=1e-4)
+        assert_same_weights(pack.model(k), trainer.model)
+
+
+def test_packed_state_resumes_alone_and_packed():
+    # a member's state is a Trainer state: 30 packed epochs then 30 alone (or 30
+    # in a fresh pack loaded from the states) equal 60 epochs alone; lr 1e-4 keeps
+    # every member training past epoch 60
+    cfgs = [BASE.replace(seed=s, lr=1e-4) for s in range(2)]
+    models, data, shape = members(cfgs)
+    first = packed_trainer(cfgs, models, data, shape)
+    first.run(30)
+    states = [first.state_dict(k) for k in range(2)]
+    again = packed_trainer(cfgs, models, data, shape)
+    again.load_state_dicts(states)
+    again.run(30)
+    for k, (cfg, model, x) in enumerate(zip(cfgs, models, data, strict=True)):
+        straight = alone(cfg, model, x, epochs=60)
+        resumed = alone(cfg, model, x, epochs=0)
+        resumed.load_state_dict(states[k])
+        resumed.run(30)
+        assert straight.epoch == resumed.epoch == again.members[k].epoch == 60
+        assert_same_weights(resumed.model, straight.model)
+        assert_same_weights(again.model(k), straight.model)
+
+
+def test_run_packed_writes_what_run_trial_writes(tmp_path):
+    # the end-to-end claim: three cells (two learning rates, one a sequence
+    # encoder with L = 2) run packed give each sink the progress rows, stop,
+    # attractor counts and final weights that run_trial gives it alone
+    cfgs = [
+        BASE.replace(seed=0),
+        BASE.replace(seed=1, lr=2e-3),
+        BASE.replace(seed=2, seq_len=2),
+    ]
+    solo = [run_trial(c, LocalSink(tmp_path / f"a{k}", c)) for k, c in enumerate(cfgs)]
+    sinks = [LocalSink(tmp_path / f"p{k}", c) for k, c in enumerate(cfgs)]
+    packed = run_packed(cfgs, sinks)
+    counts = ("epochs", "stop_reason", "n_fixed_points", "n_attractors", "n_stored")
+    counts += ("n_stable_cycles", "n_spurious", "test_train", "noise_train")
+    for k, (a, p) in enumerate(zip(solo, packed, strict=True)):
+        assert {c: a[c] for c in counts} == {c: p[c] for c in counts}
+        rows = [
+            [json.loads(ln) for ln in (tmp_path / f"{w}{k}" / "result.json").open()]
+            for w in "ap"
+        ]
+        assert [r["epochs"] for r in rows[0]] == [r["epochs"] for r in rows[1]]
+        ckpt = [r.get("checkpoint_dir_name") for r in rows[0]]
+        assert ckpt == [r.get("checkpoint_dir_name") for r in rows[1]]
+        weights = [
+            load_state(tmp_path / f"{w}{k}" / ckpt[-1] / STATE_FILE)["model"]
+            for w in "ap"
+        ]
+        for name, value in weights[0].items():
+            scale = value.abs().max().item()
+            assert (weights[1][name] - value).abs().max() <= WEIGHT_RTOL * scale
+    assert solo[0]["stop_reason"] == "converged"  # the comparison is not vacuous
+    # a finished pack is not trained again: each sink's stored record comes back
+    n_rows = [
+        len((tmp_path / f"p{k}" / "result.json").read_text().split()) for k in range(3)
+    ]
+    again = run_packed(cfgs, sinks)
+    assert [f["epochs"] for f in again] == [f["epochs"] for f in packed]
+    assert n_rows == [
+        len((tmp_path / f"p{k}" / "result.json").read_text().split()) for k in range(3)
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"width": 64}, r"configs differ in width \(32, 64\); pack only"),
+        ({"optimizer": "gd"}, r"configs differ in optimizer \('adam', 'gd'\)"),
+        ({"n_train": 6}, r"configs differ in n_train"),
+        ({"max_epochs": 500}, r"configs differ in max_epochs"),
+    ],
+)
+def test_unpackable_configs_raise(change, message):
+    with pytest.raises(PackingError, match=message):
+        check_packable([BASE, BASE.replace(**change)])
+
+
+def test_conv_models_and_wrong_shapes_are_refused():
+    conv = BASE.replace(model="conv", dataset="cifar10", image_size=32)
+    with pytest.raises(PackingError, match="model=conv cannot be packed"):
+        check_packable([conv, conv])
+    narrow = build_model("fc", (1, 7, 7), width=16, depth=2, nonlinearity="selu")
+    with pytest.raises(PackingError, match=r"model 0 is not build_model\('fc'"):
+        PackedFC.from_models(
+            [narrow], (1, 7, 7), width=32, depth=2, nonlinearity="selu"
+        )
+
+
+def test_pack_groups_split_a_grid_into_packable_runs():
+    # fig4's quick grid varies only the initialization: one packable group,
+    # cut into packs of at most 2; fig3's varies optimizer and nonlinearity in
+    # every cell, so nothing packs and every cell is a pack of its own
+    fig4 = [TrialConfig.from_dict(c) for c in get_sweep("fig4", "quick").trials()]
+    assert len(fig4) == 5
+    assert pack_groups(fig4, 2) == [[0, 1], [2, 3], [4]]
+    for group in pack_groups(fig4, 8):
+        check_packable([fig4[i] for i in group])  # raises if it were wrong
+    fig3 = [TrialConfig.from_dict(c) for c in get_sweep("fig3", "quick").trials()]
+    assert pack_groups(fig3, 8) == [[i] for i in range(len(fig3))]
