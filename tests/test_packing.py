@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from sweep.catalog import get_sweep
 from sweep.config import TrialConfig
 from sweep.models import build_model
 from sweep.packing import (
@@ -243,13 +242,21 @@ def test_conv_models_and_wrong_shapes_are_refused():
 
 
 def test_pack_groups_split_a_grid_into_packable_runs():
-    # fig4's quick grid varies only the initialization: one packable group,
-    # cut into packs of at most 2; fig3's varies optimizer and nonlinearity in
-    # every cell, so nothing packs and every cell is a pack of its own
-    fig4 = [TrialConfig.from_dict(c) for c in get_sweep("fig4", "quick").trials()]
-    assert len(fig4) == 5
-    assert pack_groups(fig4, 2) == [[0, 1], [2, 3], [4]]
-    for group in pack_groups(fig4, 8):
-        check_packable([fig4[i] for i in group])  # raises if it were wrong
-    fig3 = [TrialConfig.from_dict(c) for c in get_sweep("fig3", "quick").trials()]
-    assert pack_groups(fig3, 8) == [[i] for i in range(len(fig3))]
+    # cells differing only in seed, init or lr pack together (0, 1, 3, 5, 6);
+    # a wider net (2, 4) packs only with its like; a conv net (7) packs with
+    # nothing; packs keep the cells' order and hold at most max_k cells
+    conv = BASE.replace(model="conv", dataset="cifar10", image_size=32)
+    cells = [
+        BASE,
+        BASE.replace(seed=1),
+        BASE.replace(width=64),
+        BASE.replace(init="uniform", init_scale=0.05),
+        BASE.replace(width=64, seed=1),
+        BASE.replace(lr=2e-3),
+        BASE.replace(seed=2, lr=5e-4),
+        conv,
+    ]
+    assert pack_groups(cells, 8) == [[0, 1, 3, 5, 6], [2, 4], [7]]
+    assert pack_groups(cells, 2) == [[0, 1], [3, 5], [6], [2, 4], [7]]
+    for group in pack_groups(cells, 8)[:2]:
+        check_packable([cells[i] for i in group])  # raises if it were wrong
