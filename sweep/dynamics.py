@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
+from sweep import metrics
 from sweep.iteration import (
     CHECK_EVERY,
     DIST_BLOCK,
@@ -52,14 +53,8 @@ __all__ = [
     "NORM_FLOOR", "DIST_BLOCK", "iterate", "trajectory",
 ]  # fmt: skip
 
-OUTCOMES = (
-    "train",
-    "cycle",
-    "spurious_fixed",
-    "spurious_cycle",
-    "diverged",
-    "unsettled",
-)
+# the metric names are defined once, in sweep.metrics
+OUTCOMES = metrics.OUTCOMES
 _OUTCOME = {name: code for code, name in enumerate(OUTCOMES)}
 
 

@@ -310,3 +310,24 @@ def estimate_bytes(
 def n_params(model: nn.Module) -> int:
     """The number of scalar parameters of `model`."""
     return sum(p.numel() for p in model.parameters())
+
+
+def initial_model(cfg, shape: tuple[int, ...]) -> nn.Module:
+    """The network a trial starts from: built, then initialized from cfg.seed.
+
+    `cfg` is a `sweep.config.TrialConfig` (not imported here: config imports
+    this module). PyTorch's default init draws from the global generator, so
+    the caller seeds that with cfg.seed first, as `sweep.trial` does.
+    """
+    model = build_model(
+        cfg.model,
+        shape,
+        width=cfg.width,
+        depth=cfg.depth,
+        nonlinearity=cfg.nonlinearity,
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    initialize(
+        model, cfg.init, cfg.init_scale, zero_last=cfg.zero_last, generator=generator
+    )
+    return model

@@ -34,7 +34,7 @@ from sweep import data
 from sweep import metrics as m
 from sweep.config import TrialConfig
 from sweep.measure import SCHEMA_VERSION, Starts, measure, summarize
-from sweep.models import build_model, initialize
+from sweep.models import initial_model
 from sweep.training import Trainer, load_state, make_optimizer, save_state
 
 STATE_FILE = "state.pt"
@@ -111,18 +111,7 @@ def run_trial(cfg: TrialConfig, sink: Sink, data_dir: str | None = None) -> dict
     targets = sequence_targets(train, cfg.seq_len)
 
     # model, seeded so the same config gives the same network
-    model = build_model(
-        cfg.model,
-        shape,
-        width=cfg.width,
-        depth=cfg.depth,
-        nonlinearity=cfg.nonlinearity,
-    )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    initialize(
-        model, cfg.init, cfg.init_scale, zero_last=cfg.zero_last, generator=generator
-    )
-    model.to(device)
+    model = initial_model(cfg, shape).to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
     trainer = Trainer(
         model,

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from sweep.config import TrialConfig
-from sweep.models import build_model, initialize
+from sweep.models import initial_model
 from sweep.packing.nets import PackedFC, PackingError
 from sweep.packing.trainer import PackedTrainer
 
@@ -152,27 +151,6 @@ def _packed_trainer(
         check_every=first.check_every,
         time_limit_s=first.time_limit_s,
     )
-
-
-def initial_model(cfg: TrialConfig, shape: tuple[int, ...]) -> nn.Module:
-    """The untrained net of `cfg`, drawn as run_trial draws it.
-
-    run_trial seeds torch's global generator with cfg.seed, loads its data,
-    builds the model (PyTorch's default init draws from that generator) and
-    re-initializes it from a generator seeded with cfg.seed; the caller seeds.
-    """
-    model = build_model(
-        cfg.model,
-        shape,
-        width=cfg.width,
-        depth=cfg.depth,
-        nonlinearity=cfg.nonlinearity,
-    )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    initialize(
-        model, cfg.init, cfg.init_scale, zero_last=cfg.zero_last, generator=generator
-    )
-    return model
 
 
 class _Trained:
