@@ -47,6 +47,11 @@ class Sweep:
     def trials(self) -> list[dict[str, Any]]:
         """Every cell as a full, validated config dict."""
         axes = list(self.grid.items())
+        for name, values in axes:
+            if not values:
+                raise ConfigError(
+                    f"grid axis {name} is empty; give it at least one value"
+                )
         cells = []
         for values in itertools.product(*(v for _, v in axes)):
             cell = {**self.base, "figure": self.figure}

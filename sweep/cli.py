@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import zipfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +52,10 @@ def user_errors(fn):
             ResultsError,
         ) as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except (UnicodeDecodeError, zipfile.BadZipFile) as exc:
+            # a results or config file that is not what it claims to be
+            typer.echo(f"error: a file is damaged or not text ({exc})", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -241,6 +246,12 @@ def run(
 
     launcher.setup_logging(verbose)
     sweep, plan = make_plan(figure, profile.value, set_, config)
+    if name is not None and (
+        not name.strip() or "/" in name or "\\" in name or name in (".", "..")
+    ):
+        raise ConfigError(
+            f"--name {name!r} must be a plain directory name (no '/', not empty)"
+        )
     outcome = launcher.run(
         plan,
         storage,

@@ -145,7 +145,12 @@ def coerce(name: str, value: Any) -> Any:
                 return False
             raise ValueError(value)
         if tp is int:
-            return int(float(value)) if "e" in value.lower() else int(value)
+            if "e" in value.lower():  # 1e5 is an int; 25e-1 is not
+                number = float(value)
+                if not number.is_integer():
+                    raise ValueError(value)
+                return int(number)
+            return int(value)
         if tp is float:
             return float(value)
     except (ValueError, OverflowError):  # int(float("1e400")) overflows
@@ -201,9 +206,12 @@ def _check_values(cfg: TrialConfig) -> None:
     choice("optimizer", OPTIMIZERS)
     choice("init", INITS)
     try:
-        canonical_name(cfg.nonlinearity)
+        # one spelling per function, so tables do not split "SELU" from "selu"
+        object.__setattr__(cfg, "nonlinearity", canonical_name(cfg.nonlinearity))
     except ModelError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.subset_seed is not None:
+        at_least("subset_seed", 0)
     if cfg.init in ("uniform", "normal") and not cfg.init_scale > 0:
         raise ConfigError(
             f"init={cfg.init} needs init_scale > 0 (the a of U[-a, a] or s of N(0, s))"

@@ -1,7 +1,7 @@
 """Build and run the Ray Tune experiment behind a sweep.
 
 This module and `sweep.trial` are the only places that import Ray. Decisions,
-each measured on Ray Tune 2.60 (see the README's notes on Ray):
+each measured on Ray Tune 2.60 (see the notes on Ray Tune 2.60 this project measured):
 - FIFO scheduling, no early stopping: every cell trains to the MSE target or
   its cap, because the converged network is what we measure.
 - The grid is expanded and validated here, then handed to Tune as one grid
@@ -276,6 +276,14 @@ def run(
     storage = check_storage(storage)
     exp = experiment_path(storage, name)
     restorable = tune.Tuner.can_restore(exp)
+    if restorable and not is_uri(exp) and not any(Path(exp).glob("experiment_state-*")):
+        # tuner.pkl without Tune's trial state: restoring would start a bogus
+        # experiment inside this sweep
+        raise LaunchError(
+            f"{exp} has lost Ray Tune's experiment state (experiment_state-*.json); "
+            "its finished trials are still readable with `sweep summary`, but it "
+            "cannot be resumed: run it again under a new --name"
+        )
     resume, cells = decide(plan, exp, resume, restorable)
     check_cells(cells, gpus_per_trial, data_dir)
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -288,7 +296,7 @@ def run(
     trainable = tune.with_resources(
         train_cell, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     )
-    connect(address, num_cpus, None if address else 0, data_dir, exp)
+    connect(address, num_cpus, None, data_dir, exp)  # GPUs: Ray detects them
     try:
         check_resources(cpus_per_trial, gpus_per_trial)
         if plan is not None and not has_manifest(exp):

@@ -32,7 +32,7 @@ from ray import tune
 
 from sweep import data
 from sweep import metrics as m
-from sweep.config import TrialConfig
+from sweep.config import ConfigError, TrialConfig
 from sweep.measure import SCHEMA_VERSION, Starts, measure, summarize
 from sweep.models import initial_model
 from sweep.training import Trainer, load_state, make_optimizer, save_state
@@ -259,8 +259,24 @@ class LocalSink:
 
     def __init__(self, trial_dir: Path, cfg: TrialConfig):
         self.dir = Path(trial_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         params = self.dir / "params.json"
+        # a directory is this cell's own, or empty: never mix two runs' files
+        if params.exists():
+            try:
+                same = json.loads(params.read_text()) == cfg.to_dict()
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                raise ConfigError(
+                    f"{self.dir} holds another configuration's trial; "
+                    "pass an empty or new --out directory"
+                )
+        elif self.dir.is_dir() and any(self.dir.iterdir()):
+            raise ConfigError(
+                f"{self.dir} is not empty and holds no trial; pass an empty or new "
+                "--out directory"
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
         if not params.exists():
             write_json(params, cfg.to_dict())
         self.iteration = 0

@@ -99,6 +99,11 @@ USER_ERRORS = [
         "GiB to train but this machine has",
     ),
     (["run", "fig11"], "drawn from the trials of fig3"),
+    # 25e-1 = 2.5 is not a whole number of units: refused, not cut to 2
+    (["run", "fig3", "--set", "width=25e-1"], "width='25e-1' is not a valid int"),
+    (["run", "fig3", "--set", "subset_seed=-3"], "subset_seed=-3 must be >= 0"),
+    # a name with path parts would write outside --storage
+    (["run", "fig3", "--name", "../escape"], "must be a plain directory name"),
     (["trial", "fig3", "--index", "99"], "--index 99 but the sweep has 2 cells"),
 ]
 
@@ -151,3 +156,19 @@ def test_validate_cluster_accepts_the_shipped_config():
     result = runner.invoke(app, ["validate-cluster", "cluster.yaml"])
     assert result.exit_code == 0, result.output
     assert "valid Ray cluster config" in result.output
+
+
+def test_nonlinearity_spellings_become_one_name():
+    from sweep.config import TrialConfig
+
+    # "SELU" and "x+sin(10x)/5" are the same functions as "selu", "sin10_fifth"
+    assert TrialConfig(nonlinearity="SELU").nonlinearity == "selu"
+    assert TrialConfig(nonlinearity="x + sin(10x)/5").nonlinearity == "sin10_fifth"
+
+
+def test_trial_refuses_a_directory_holding_something_else(tmp_path):
+    (tmp_path / "sweep.json").write_text("{}")  # e.g. a sweep's root directory
+    result = runner.invoke(app, ["trial", "fig3", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is not empty and holds no trial" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
