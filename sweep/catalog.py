@@ -70,7 +70,22 @@ class Sweep:
     def with_overrides(
         self, fixed: dict[str, Any], axes: dict[str, list[Any]]
     ) -> Sweep:
-        """A copy with fields fixed or turned into grid axes (from the CLI)."""
+        """A copy with fields fixed or turned into grid axes (from the CLI).
+
+        Fixing the named field of a linked axis (`optimizer=gd` where the axis
+        pairs each optimizer with its learning rate) keeps the fields linked to
+        that value, unless they are fixed too.
+        """
+        fixed = dict(fixed)
+        for name, values in self.grid.items():
+            if name in fixed and name not in axes:
+                match = [
+                    v
+                    for v in values
+                    if isinstance(v, dict) and v.get(name) == fixed[name]
+                ]
+                if match:
+                    fixed = {**match[0], **fixed}
         grid = {k: v for k, v in self.grid.items() if k not in fixed and k not in axes}
         # a fixed value also removes it from linked axes, which would overwrite it
         grid = {k: [_drop(v, fixed) for v in vals] for k, vals in grid.items()}

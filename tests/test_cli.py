@@ -172,3 +172,14 @@ def test_trial_refuses_a_directory_holding_something_else(tmp_path):
     assert result.exit_code == 2
     assert "is not empty and holds no trial" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
+
+
+def test_fixing_a_linked_field_keeps_its_partner():
+    # quick fig3 pairs gd with lr 0.5; fixing optimizer=gd must keep that rate
+    sweep = catalog.get_sweep("fig3", "quick").with_overrides({"optimizer": "gd"}, {})
+    assert {(t["optimizer"], t["lr"]) for t in sweep.trials()} == {("gd", 0.5)}
+    # an explicit lr still wins
+    sweep = catalog.get_sweep("fig3", "quick").with_overrides(
+        {"optimizer": "gd", "lr": 0.1}, {}
+    )
+    assert {t["lr"] for t in sweep.trials()} == {0.1}
