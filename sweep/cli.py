@@ -140,8 +140,13 @@ def check_memory(trials: list[dict[str, Any]]) -> None:
     from sweep.models import estimate_bytes
 
     available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    seen = set()
     for cell in trials:
         cfg = TrialConfig.from_dict(cell)
+        key = (cfg.model, image_shape(cfg), cfg.width, cfg.depth, cfg.n_train)
+        if key in seen:  # seeds, rates and inits share one estimate
+            continue
+        seen.add(key)
         need = estimate_bytes(
             cfg.model,
             image_shape(cfg),

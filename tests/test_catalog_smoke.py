@@ -9,6 +9,7 @@ import torch
 
 from sweep import catalog
 from sweep.config import TrialConfig
+from sweep.metrics import OUTCOMES
 from sweep.trial import MEASUREMENTS_FILE, LocalSink, run_trial
 
 
@@ -30,14 +31,6 @@ def test_smoke_cell_of_each_figure(figure, tmp_path):
     assert len(record["cycles"]) == cfg.n_train // cfg.seq_len
     # every start is accounted for in exactly one outcome
     for row in record["starts"]:
-        outcomes = (
-            "train",
-            "cycle",
-            "spurious_fixed",
-            "spurious_cycle",
-            "diverged",
-            "unsettled",
-        )
-        assert sum(row[o] for o in outcomes) == row["n"]
+        assert sum(row[o] for o in OUTCOMES) == row["n"]
     n_test = 0 if cfg.dataset == "movie" else cfg.n_test_starts
     assert [r["n"] for r in record["starts"]] == [n_test, cfg.n_noise_starts]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from analysis.load import load_sweeps
+from sweep.metrics import OUTCOMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,17 +68,7 @@ def test_smoke_sweep_from_the_cli(tmp_path):
         assert row["converged"] == (row["mse"] <= 1e-4)
         # counts are bounded by what exists: 4 examples, 8 starts per kind
         assert 0 <= row["n_attractors"] <= 4
-        n_test = sum(
-            row[f"test_{o}"]
-            for o in (
-                "train",
-                "cycle",
-                "spurious_fixed",
-                "spurious_cycle",
-                "diverged",
-                "unsettled",
-            )
-        )
+        n_test = sum(row[f"test_{o}"] for o in OUTCOMES)
         assert n_test == 8  # every start ends as exactly one outcome
     assert len(results.examples) == 2 * 4
 

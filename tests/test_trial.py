@@ -11,6 +11,7 @@ import torch
 
 from sweep import spectra
 from sweep.config import TrialConfig
+from sweep.metrics import OUTCOMES
 from sweep.trial import (
     MEASUREMENTS_FILE,
     LocalSink,
@@ -76,17 +77,7 @@ def test_autoencoder_on_real_digits_interpolates_and_is_measured(autoencoder_run
     assert [e["stored"] for e in record["examples"]] == list(radii < 1)
     # every start ends in exactly one outcome
     for kind in ("test", "noise"):
-        counts = [
-            final[f"{kind}_{o}"]
-            for o in (
-                "train",
-                "cycle",
-                "spurious_fixed",
-                "spurious_cycle",
-                "diverged",
-                "unsettled",
-            )
-        ]
+        counts = [final[f"{kind}_{o}"] for o in OUTCOMES]
         assert sum(counts) == 50
         # an autoencoder has no stored cycles of length > 1
         assert final[f"{kind}_cycle"] == 0
