@@ -38,10 +38,12 @@ from analysis.trialdir import (
     read_params,
     read_results,
     read_trial,
+    read_trials,
     trial_config,
 )
 from sweep import metrics as m
 from sweep.config import TrialConfig
+from sweep.manifest import packs_of
 
 SWEEP_FILE = "sweep.json"
 
@@ -56,7 +58,7 @@ __all__ = [
     "Results", "load_sweeps", "sweep_dirs", "is_sweep", "trial_dirs",
     "read_sweep", "save_tables", "PARAMS_FILE", "RESULT_FILE", "ERROR_FILE",
     "MEASUREMENTS_FILE", "GALLERY_FILE", "RAY_FIELDS", "TRIAL_ID", "is_trial",
-    "read_trial", "trial_config", "read_params", "read_results",
+    "read_trial", "read_trials", "trial_config", "read_params", "read_results",
     "read_measurements",
 ]  # fmt: skip
 
@@ -151,11 +153,13 @@ def trial_dirs(sweep_dir: Path) -> list[Path]:
 
 def read_sweep(sweep_dir: Path, warnings: list[str]) -> tuple[dict, list]:
     """The sweep's metadata row and one (row, child rows) record per trial."""
-    meta, cells = _read_meta(sweep_dir, warnings)
+    meta, cells, packs = _read_meta(sweep_dir, warnings)
 
     # a directory written by `sweep trial` is itself the one trial
     dirs = [sweep_dir] if is_trial(sweep_dir) else trial_dirs(sweep_dir)
-    records = [r for d in dirs if (r := read_trial(d, meta["sweep"], cells, warnings))]
+    records = [
+        r for d in dirs for r in read_trials(d, meta["sweep"], cells, warnings, packs)
+    ]
 
     # a sweep whose trials have not all started yet is normal while it runs
     planned = meta.get("n_trials")
@@ -170,23 +174,25 @@ def read_sweep(sweep_dir: Path, warnings: list[str]) -> tuple[dict, list]:
     return meta, records
 
 
-def _read_meta(sweep_dir: Path, warnings: list[str]) -> tuple[dict, list]:
-    """The sweep's row of the sweeps table and its planned cells (config dicts)."""
+def _read_meta(sweep_dir: Path, warnings: list[str]) -> tuple[dict, list, list | None]:
+    """The sweep's row of the sweeps table, its planned cells (config dicts) and,
+    for a packed sweep, the cells of each trial."""
     meta = {"sweep": sweep_dir.name, "sweep_dir": str(sweep_dir)}
     path = sweep_dir / SWEEP_FILE
     if not path.exists():
-        return meta, []
+        return meta, [], None
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         warnings.append(f"{meta['sweep']}: unreadable {SWEEP_FILE} ({err}); ignored")
-        return meta, []
+        return meta, [], None
     keep = ("schema", "figure", "profile", "created", "n_trials", "notes", "git")
     meta.update({k: doc.get(k) for k in keep})
+    meta["pack"] = doc.get("pack", 1)
     cells = doc.get("trials") if isinstance(doc.get("trials"), list) else []
     if meta["n_trials"] is None and cells:
         meta["n_trials"] = len(cells)
-    return meta, cells
+    return meta, cells, packs_of(doc) if isinstance(doc, dict) else None
 
 
 def _trials_frame(rows: list[dict]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sweep import metrics as m
 from sweep.config import TrialConfig
+from sweep.packing.files import cell_dir_name
 
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
@@ -32,7 +33,7 @@ RAY_FIELDS = {
     "time_this_iter_s", "time_since_restore", "iterations_since_restore",
     "timesteps_total", "episodes_total", "timesteps_since_restore", "done",
     "experiment_id", "experiment_tag", "should_checkpoint", "checkpoint_dir_name",
-    m.FINAL,
+    m.FINAL, m.CELLS_DONE, m.N_CELLS,
 }  # fmt: skip
 # Ray's default trial dir name <trainable>_<5 hex>_<5 digits>_... holds the id
 TRIAL_ID = re.compile(r"([0-9a-f]{5}_\d{5})")
@@ -42,6 +43,33 @@ def is_trial(path: Path) -> bool:
     """Whether a directory holds a trial's params, results or checkpoints."""
     files = (path / PARAMS_FILE, path / RESULT_FILE)
     return any(f.exists() for f in files) or any(path.glob("checkpoint_*"))
+
+
+def read_trials(
+    trial_dir: Path,
+    sweep: str,
+    cells: list[dict],
+    warnings: list[str],
+    packs: list[list[int]] | None = None,
+) -> list[tuple]:
+    """The records of one trial directory: one, or one per cell of a pack.
+
+    `packs` are the sweep.json's cells of each trial of a packed sweep.
+    """
+    name = f"{sweep}/{trial_dir.name}"
+    params = None
+    if (trial_dir / PARAMS_FILE).exists():
+        params = read_params(trial_dir / PARAMS_FILE, name, warnings)
+    pack = params.get("pack") if isinstance(params, dict) else None
+    if pack is None and packs is not None:
+        index = _trial_id(trial_dir).rpartition("_")[2]
+        if index.isdigit() and int(index) < len(packs):
+            ids = packs[int(index)]
+            pack = {"cells": ids, "configs": [cells[i] for i in ids]}
+    if pack is not None:
+        return read_pack(trial_dir, sweep, pack, warnings)
+    record = read_trial(trial_dir, sweep, cells, warnings)
+    return [record] if record else []
 
 
 def read_trial(
@@ -58,7 +86,66 @@ def read_trial(
     if config is None:
         return None
     last = final or (rows[-1] if rows else {})
+    trial_id = last.get("trial_id") or _trial_id(trial_dir)
+    return _record(
+        trial_dir, sweep, trial_id, config, rows, final, last, doc, checkpoint
+    )
 
+
+def read_pack(
+    trial_dir: Path, sweep: str, pack: dict, warnings: list[str]
+) -> list[tuple]:
+    """One record per cell of a packed trial (see sweep.packing.files).
+
+    A cell's final record is in the newest checkpoint holding its folder's
+    measurements.json; a cell still training shows its own progress metrics
+    from the pack's last result row.
+    """
+    name = f"{sweep}/{trial_dir.name}"
+    rows = read_results(trial_dir / RESULT_FILE, name, warnings)
+    pack_id = next((r["trial_id"] for r in rows if "trial_id" in r), None)
+    pack_id = pack_id or _trial_id(trial_dir)
+    named = next((r.get("checkpoint_dir_name") for r in reversed(rows)), None)
+    checkpoints = [trial_dir / named] if named else []
+    checkpoints += sorted(trial_dir.glob("checkpoint_*"), reverse=True)
+    records = []
+    for cell, cfg in zip(pack["cells"], pack["configs"], strict=True):
+        folder = cell_dir_name(int(cell))
+        doc, checkpoint = read_measurements(
+            trial_dir,
+            None,
+            f"{name}/{folder}",
+            warnings,
+            [c / folder for c in checkpoints],
+        )
+        final = {**doc.get("summary", {}), m.FINAL: True} if doc else None
+        prefix = f"{folder}/"
+        last = final or {
+            k[len(prefix) :]: v
+            for k, v in (rows[-1] if rows else {}).items()
+            if k.startswith(prefix)
+        }
+        config = {**TrialConfig().to_dict(), **cfg}
+        trial_id = f"{pack_id}.{int(cell)}"
+        record = _record(
+            trial_dir, sweep, trial_id, config, rows, final, last, doc, checkpoint
+        )
+        record[0]["pack"] = pack_id
+        records.append(record)
+    return records
+
+
+def _record(
+    trial_dir: Path,
+    sweep: str,
+    trial_id: str,
+    config: dict,
+    rows: list[dict],
+    final: dict | None,
+    last: dict,
+    doc: dict | None,
+    checkpoint: Path | None,
+) -> tuple[dict, dict]:
     # status: our final report wins, since Ray keeps the error.txt of a failure
     # that a retry (FailureConfig.max_failures) later recovered from
     error = trial_dir / ERROR_FILE
@@ -68,7 +155,7 @@ def read_trial(
     else:
         status = "error"
     row = {
-        "trial_id": last.get("trial_id") or _trial_id(trial_dir),
+        "trial_id": trial_id,
         "sweep": sweep,
         "status": status,
         **config,
@@ -139,13 +226,19 @@ def read_results(path: Path, name: str, warnings: list[str]) -> list[dict]:
 
 
 def read_measurements(
-    trial_dir: Path, final: dict | None, name: str, warnings: list[str]
+    trial_dir: Path,
+    final: dict | None,
+    name: str,
+    warnings: list[str],
+    candidates: list[Path] | None = None,
 ) -> tuple[dict | None, Path | None]:
-    """measurements.json of the final checkpoint (named by the final report)."""
-    named = (final or {}).get("checkpoint_dir_name")
-    candidates = [trial_dir / named] if named else []
-    candidates += sorted(trial_dir.glob("checkpoint_*"), reverse=True)
-    candidates.append(trial_dir)  # a flat layout keeps them beside result.json
+    """measurements.json of the final checkpoint (named by the final report),
+    or of the first of `candidates` that holds one."""
+    if candidates is None:
+        named = (final or {}).get("checkpoint_dir_name")
+        candidates = [trial_dir / named] if named else []
+        candidates += sorted(trial_dir.glob("checkpoint_*"), reverse=True)
+        candidates.append(trial_dir)  # `sweep trial` keeps them beside result.json
     for checkpoint in candidates:
         path = checkpoint / MEASUREMENTS_FILE
         if path.exists():

@@ -243,6 +243,14 @@ def run(
     num_cpus: Annotated[
         int | None, typer.Option(min=1, help="CPUs of a local Ray.")
     ] = None,
+    pack: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train up to K fully connected cells of one shape as one batched "
+            "model per trial (its CPUs/GPUs are --cpus/--gpus-per-trial).",
+        ),
+    ] = 1,
     data_dir: DataDirOpt = None,
     verbose: bool = False,
 ) -> None:
@@ -267,6 +275,7 @@ def run(
         max_concurrent=max_concurrent,
         num_cpus=num_cpus,
         data_dir=str(data_dir) if data_dir else None,
+        pack=pack,
         announce=functools.partial(announce, f"{sweep.figure} ({sweep.profile})"),
     )
     finish(outcome)

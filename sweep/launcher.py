@@ -1,11 +1,14 @@
 """Build and run the Ray Tune experiment behind a sweep.
 
-This module and `sweep.trial` are the only places that import Ray. Decisions,
+This module, `sweep.trial`, `sweep.packed_trial` and `sweep.progress` are the
+only places that import Ray. Decisions,
 each measured on Ray Tune 2.60 (see the notes on Ray Tune 2.60 this project measured):
 - FIFO scheduling, no early stopping: every cell trains to the MSE target or
   its cap, because the converged network is what we measure.
 - The grid is expanded and validated here, then handed to Tune as one grid
   axis `cell` of full config dicts, so a bad cell fails before Ray starts.
+  With `--pack K` the axis is `pack` instead: cells of one shape in packs of
+  up to K, each pack one trial training them as one batched model.
 - `reuse_actors=True` (14x less per-trial overhead), short trial dir names,
   `FailureConfig(max_failures=2)` so a killed worker retries from its last
   checkpoint, never `fail_fast` (it strands in-flight trials).
@@ -48,6 +51,7 @@ from sweep.manifest import experiment_path as experiment_path
 from sweep.manifest import has_manifest as has_manifest
 from sweep.manifest import holds_files as holds_files
 from sweep.manifest import is_uri as is_uri
+from sweep.manifest import packs_of as packs_of
 from sweep.manifest import provenance as provenance
 from sweep.manifest import read_manifest as read_manifest
 from sweep.manifest import write_manifest as write_manifest
@@ -257,6 +261,7 @@ def run(
     num_cpus: int | None = None,
     data_dir: str | None = None,
     max_failures: int = 2,
+    pack: int = 1,
     show_progress: bool = True,
     announce: Callable[[str, int, bool], None] | None = None,
 ) -> Outcome:
@@ -264,13 +269,14 @@ def run(
 
     Every check that needs no Ray comes first and nothing is written before
     Ray is up, so a mistake leaves the storage as it was. `announce(path,
-    n_trials, resuming)` is called once the checks pass.
+    n_trials, resuming)` is called once the checks pass. With `pack` > 1,
+    each Tune trial trains up to `pack` cells of one shape as one batched
+    model (`sweep.packed_trial`); a resumed sweep keeps how it was packed.
     """
     import ray
     from ray import tune
 
     from sweep.progress import ProgressCallback
-    from sweep.trial import train_cell
 
     # checks: storage, what is there already, the cells, the cluster address
     storage = check_storage(storage)
@@ -284,7 +290,11 @@ def run(
             "its finished trials are still readable with `sweep summary`, but it "
             "cannot be resumed: run it again under a new --name"
         )
-    resume, cells = decide(plan, exp, resume, restorable)
+    resume, cells = decide(plan, exp, resume, restorable, pack)
+    if resume:  # packed as it was started
+        packs = packs_of(read_manifest(exp)) if has_manifest(exp) else None
+    else:
+        packs = plan_packs(cells, pack)
     check_cells(cells, gpus_per_trial, data_dir)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "local"):
@@ -294,13 +304,13 @@ def run(
 
     t0 = time.perf_counter()
     trainable = tune.with_resources(
-        train_cell, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+        trainable_for(packs), {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     )
     connect(address, num_cpus, None, data_dir, exp)  # GPUs: Ray detects them
     try:
         check_resources(cpus_per_trial, gpus_per_trial)
         if plan is not None and not has_manifest(exp):
-            write_manifest(exp, plan, data_dir)  # the first thing written
+            write_manifest(exp, plan, data_dir, pack, packs)  # the first thing
         callbacks = [ProgressCallback(len(cells))] if show_progress else []
         if resume:
             log.info("resuming %s", exp)
@@ -314,7 +324,7 @@ def run(
             log.info("starting %s with %d trials", exp, len(cells))
             tuner = new_tuner(
                 trainable,
-                cells,
+                search_space(cells, packs),
                 storage,
                 name,
                 callbacks=callbacks,
@@ -329,26 +339,62 @@ def run(
         ray.shutdown()
 
     # finished: our final report, or Tune's "done" for a trial that had
-    # finished before a resume and returned at once (sweep.trial.stored_summary)
+    # finished before a resume and returned at once (sweep.trial.stored_summary);
+    # counted in cells, a pack's cells finishing one by one
     errors = [f"{r.path}: {_first_line(r.error)}" for r in grid if r.error]
-    finished = sum(
-        1
-        for r in grid
-        if not r.error
-        and r.metrics
-        and (r.metrics.get(m.FINAL) or r.metrics.get("done"))
-    )
+    finished = failed = 0
+    for r in grid:
+        n = len(r.config["pack"]["cells"]) if "pack" in (r.config or {}) else 1
+        metrics = r.metrics or {}
+        done = n if metrics.get(m.FINAL) or metrics.get("done") else 0
+        if r.error or not done:
+            done = min(n, int(metrics.get(m.CELLS_DONE) or 0))
+        finished += done
+        failed += n - done if r.error else 0
     outcome = Outcome(
-        exp, len(cells), finished, len(errors), errors, time.perf_counter() - t0
+        exp, len(cells), finished, failed, errors, time.perf_counter() - t0
     )
     if outcome.n_unfinished:
         outcome.interrupted = received[0] if received else signal.SIGINT
     return outcome
 
 
+def plan_packs(cells: list[dict], pack: int) -> list[list[int]] | None:
+    """The cells of each Tune trial when packing, None for one cell a trial."""
+    if pack <= 1:
+        return None
+    from sweep.config import TrialConfig
+    from sweep.packing import pack_groups
+
+    return pack_groups([TrialConfig.from_dict(c) for c in cells], pack)
+
+
+def trainable_for(packs: list[list[int]] | None) -> Callable[[dict], None]:
+    if packs is None:
+        from sweep.trial import train_cell
+
+        return train_cell
+    from sweep.packed_trial import train_pack
+
+    return train_pack
+
+
+def search_space(cells: list[dict], packs: list[list[int]] | None) -> dict:
+    """One grid axis: `cell`, full config dicts, or `pack`, their packs."""
+    from ray import tune
+
+    if packs is None:
+        return {"cell": tune.grid_search(cells)}
+    return {
+        "pack": tune.grid_search(
+            [{"cells": p, "configs": [cells[i] for i in p]} for p in packs]
+        )
+    }
+
+
 def new_tuner(
     trainable: Any,
-    cells: list[dict],
+    space: dict,
     storage: str,
     name: str,
     *,
@@ -356,12 +402,12 @@ def new_tuner(
     max_concurrent: int,
     max_failures: int,
 ) -> Any:
-    """A Tuner with one grid axis `cell` of full config dicts."""
+    """A Tuner over `space`, one grid axis (see `search_space`)."""
     from ray import tune
 
     return tune.Tuner(
         trainable,
-        param_space={"cell": tune.grid_search(cells)},
+        param_space=space,
         tune_config=tune.TuneConfig(
             reuse_actors=True,
             max_concurrent_trials=max_concurrent or None,

@@ -129,8 +129,17 @@ def provenance(data_dir: str | None, datasets: set[str]) -> dict[str, Any]:
     }
 
 
-def write_manifest(exp: str, plan: Plan, data_dir: str | None) -> None:
-    """Record what this sweep is before any trial runs (atomically)."""
+def write_manifest(
+    exp: str,
+    plan: Plan,
+    data_dir: str | None,
+    pack: int = 1,
+    packs: list[list[int]] | None = None,
+) -> None:
+    """Record what this sweep is before any trial runs (atomically).
+
+    A packed sweep (`--pack K`) also records K and the cells of each Tune trial.
+    """
     document = {
         "schema": MANIFEST_SCHEMA,
         "figure": plan.figure,
@@ -139,6 +148,7 @@ def write_manifest(exp: str, plan: Plan, data_dir: str | None) -> None:
         "n_trials": len(plan.trials),
         "notes": plan.notes,
         "trials": plan.trials,
+        **({"pack": pack, "packs": packs} if packs else {}),
         **provenance(data_dir, {t["dataset"] for t in plan.trials}),
     }
     text = json.dumps(document, indent=1)
@@ -202,13 +212,20 @@ def has_manifest(exp: str) -> bool:
 # -- what a run may do with the directory it is given ----------------------------
 
 
+def packs_of(manifest: dict) -> list[list[int]] | None:
+    """The cells of each Tune trial of a packed sweep; None for one cell a trial."""
+    packs = manifest.get("packs")
+    return [list(map(int, p)) for p in packs] if isinstance(packs, list) else None
+
+
 def decide(
-    plan: Plan | None, exp: str, resume: bool, restorable: bool
+    plan: Plan | None, exp: str, resume: bool, restorable: bool, pack: int = 1
 ) -> tuple[bool, list[dict]]:
     """Whether to resume, and the cells; refuse whatever would overwrite a sweep.
 
     `restorable` is whether Tune holds state there (`Tuner.can_restore`, which
-    the launcher asks, so that this module needs no Ray).
+    the launcher asks, so that this module needs no Ray). `pack` is the cells
+    a trial a new run asks for; a sweep continues as it was started.
     """
     if resume or plan is None:
         manifest = read_manifest(exp)  # names the problem if it is not a sweep
@@ -219,10 +236,17 @@ def decide(
             )
         return True, manifest["trials"]
     if has_manifest(exp):
-        if read_manifest(exp)["trials"] != plan.trials:
+        manifest = read_manifest(exp)
+        if manifest["trials"] != plan.trials:
             raise LaunchError(
                 f"{exp} already holds a sweep with a different search space; "
                 "pass --name NEW to start another, or `sweep resume` it"
+            )
+        started = manifest.get("pack", 1)
+        if restorable and started != pack:
+            raise LaunchError(
+                f"{exp} was started with --pack {started}, not {pack}; "
+                f"`sweep resume` it (it keeps --pack {started}), or pass --name NEW"
             )
         return restorable, plan.trials  # the same sweep: continue it
     if holds_files(exp):

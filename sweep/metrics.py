@@ -10,6 +10,10 @@ MSE = "mse"
 LOG10_MSE = "log10_mse"
 TRAIN_S = "train_s"
 
+# a packed trial (several cells trained as one batched model) also reports
+CELLS_DONE = "cells_done"  # its cells with a final record
+N_CELLS = "n_cells"
+
 # final record only
 FINAL = "final"  # True on the one report that carries every measurement
 STOP_REASON = "stop_reason"  # converged | cap | diverged | time

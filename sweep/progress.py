@@ -24,8 +24,9 @@ class ProgressCallback(tune.Callback):
         self.stream = stream
         self.t0 = time.monotonic()
         self.last_draw = 0.0
-        self.done_here = 0  # trials finished by this run (for the ETA)
+        self.done_here = 0  # cells finished by this run (for the ETA)
         self.best_mse: dict[str, float] = {}
+        self.cells_done: dict[str, int] = {}  # of each packed trial, as reported
 
     def __getstate__(self):
         # the Tuner pickles its callbacks; the stream is not picklable
@@ -37,10 +38,15 @@ class ProgressCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if m.MSE in result:
             self.best_mse[trial.trial_id] = result[m.MSE]
+        if m.CELLS_DONE in result:
+            before = self.cells_done.get(trial.trial_id, 0)
+            self.cells_done[trial.trial_id] = result[m.CELLS_DONE]
+            self.done_here += max(0, result[m.CELLS_DONE] - before)
         self._draw(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done_here += 1
+        if m.CELLS_DONE not in (trial.last_result or {}):
+            self.done_here += 1  # a packed trial counted its cells as they ended
         self._draw(trials, force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -65,11 +71,15 @@ class ProgressCallback(tune.Callback):
         if not force and now - self.last_draw < (REDRAW_S if tty else LOG_EVERY_S):
             return
         self.last_draw = now
-        status = [t.status for t in trials]
-        done = status.count("TERMINATED")
-        running = status.count("RUNNING")
-        failed = status.count("ERROR")
-        total = max(self.n_trials, len(trials))
+        # counted in cells: a packed trial holds several, finishing one by one
+        done = running = failed = 0
+        for t in trials:
+            n = _cells(t)
+            finished = n if t.status == "TERMINATED" else self._done(t, n)
+            done += finished
+            running += n - finished if t.status == "RUNNING" else 0
+            failed += n - finished if t.status == "ERROR" else 0
+        total = max(self.n_trials, done + running + failed)
         left = total - done - failed
         elapsed = now - self.t0
         eta = "?"
@@ -86,6 +96,14 @@ class ProgressCallback(tune.Callback):
         )
         out.write(f"\r{line}   " if tty else f"{line}\n")
         out.flush()
+
+    def _done(self, trial, n: int) -> int:
+        return min(n, int(self.cells_done.get(trial.trial_id, 0)))
+
+
+def _cells(trial) -> int:
+    pack = (trial.config or {}).get("pack")
+    return len(pack["cells"]) if isinstance(pack, dict) else 1
 
 
 def _duration(seconds: float) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,19 @@ def pack_groups(cfgs: Sequence[TrialConfig], max_k: int) -> list[list[int]]:
 
 
 def run_packed(
-    cfgs: Sequence[TrialConfig], sinks: Sequence[Any], data_dir: str | None = None
+    cfgs: Sequence[TrialConfig],
+    sinks: Sequence[Any],
+    data_dir: str | None = None,
+    flush: Callable[[], None] = lambda: None,
 ) -> list[dict]:
     """`sweep.trial.run_trial` for K packable configs, trained as one pack.
 
     Each sink sees what it would see from `run_trial`: the same progress reports
     and checkpoints (resumable alone), then the same final record, written by
-    `run_trial` itself from the state packed training ended with. Returns the
-    final metrics, one dict per config.
+    `run_trial` itself from the state packed training ended with. `flush` is
+    called after each round of reports (once per `report_every` epochs, and
+    after each final record), for sinks that send a pack's reports on together
+    (`sweep.packing.files.PackFiles`). Returns the final metrics, one per config.
     """
     from sweep.trial import run_trial  # imports Ray; keep it out of the pack's path
 
@@ -74,21 +79,39 @@ def run_packed(
         raise PackingError(f"pass one sink per config ({len(cfgs)}), not {len(sinks)}")
     finals = [sink.finished() for sink in sinks]
     todo = [k for k, final in enumerate(finals) if final is None]
-    if todo:
+
+    # members step together, so a resumed pack trains as one pack per epoch its
+    # members' checkpoints were saved at (a member that stopped training after
+    # the last checkpoint of the others resumes from an older one)
+    states = {k: sinks[k].restore() for k in todo}
+    by_epoch: dict[int, list[int]] = {}
+    for k in todo:
+        by_epoch.setdefault(_epoch(states[k]), []).append(k)
+    for group in by_epoch.values():
         trained = train_packed(
-            [cfgs[k] for k in todo], [sinks[k] for k in todo], data_dir
+            [cfgs[k] for k in group],
+            [sinks[k] for k in group],
+            data_dir,
+            states=[states[k] for k in group],
+            flush=flush,
         )
-        for k, state in zip(todo, trained, strict=True):
+        for k, state in zip(group, trained, strict=True):
             finals[k] = run_trial(cfgs[k], _Trained(sinks[k], state), data_dir)
+            flush()
     return finals
 
 
 def train_packed(
-    cfgs: Sequence[TrialConfig], sinks: Sequence[Any], data_dir: str | None = None
+    cfgs: Sequence[TrialConfig],
+    sinks: Sequence[Any],
+    data_dir: str | None = None,
+    states: Sequence[dict | None] | None = None,
+    flush: Callable[[], None] = lambda: None,
 ) -> list[dict]:
     """Train the configs as one pack, reporting to each sink as `run_trial` does.
 
-    Returns each member's final `Trainer.state_dict()`.
+    `states` are the members' training states to resume from (by default each
+    sink's `restore()`). Returns each member's final `Trainer.state_dict()`.
     """
     from sweep.trial import STATE_FILE, progress, resolve_device, save_state
 
@@ -98,24 +121,33 @@ def train_packed(
     trainer = _packed_trainer(cfgs, data_dir, device)
 
     # resume: every member continues from its own last checkpoint
-    trainer.load_state_dicts([sink.restore() for sink in sinks])
+    if states is None:
+        states = [sink.restore() for sink in sinks]
+    trainer.load_state_dicts(list(states))
     last_checkpoint = [m.epoch for m in trainer.members]
 
     # train, reporting progress and checkpointing each member as run_trial does
     while not trainer.done:
         running = list(trainer.active)
         trainer.run(first.report_every)
-        for k in running:
-            member = trainer.members[k]
-            if member.done:
-                continue  # its final record comes from run_trial
-            with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in running:
+                member = trainer.members[k]
+                if member.done:
+                    continue  # its final record comes from run_trial
                 checkpoint = None
                 if member.epoch - last_checkpoint[k] >= first.checkpoint_every:
-                    save_state(trainer.state_dict(k), Path(tmp) / STATE_FILE)
-                    checkpoint, last_checkpoint[k] = Path(tmp), member.epoch
+                    folder = Path(tmp) / str(k)
+                    folder.mkdir()
+                    save_state(trainer.state_dict(k), folder / STATE_FILE)
+                    checkpoint, last_checkpoint[k] = folder, member.epoch
                 sinks[k].report(progress(member), checkpoint)
+            flush()
     return [trainer.state_dict(k) for k in range(len(cfgs))]
+
+
+def _epoch(state: dict | None) -> int:
+    return 0 if state is None else int(state["epoch"])
 
 
 def _packed_trainer(
