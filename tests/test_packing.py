@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import pytest
 import torch
 
+from sweep import metrics as m
 from sweep.config import TrialConfig
 from sweep.models import build_model
 from sweep.packing import (
@@ -19,6 +21,7 @@ from sweep.packing import (
     pack_groups,
     run_packed,
 )
+from sweep.packing.files import MEASUREMENTS_FILE, PackFiles
 from sweep.training import Trainer, load_state, make_optimizer
 from sweep.trial import STATE_FILE, LocalSink, load_inputs, run_trial
 
@@ -260,3 +263,130 @@ def test_pack_groups_split_a_grid_into_packable_runs():
     assert pack_groups(cells, 2) == [[0, 1], [3, 5], [6], [2, 4], [7]]
     for group in pack_groups(cells, 8)[:2]:
         check_packable([cells[i] for i in group])  # raises if it were wrong
+
+
+class Killed(Exception):
+    """Stands for the trial's process dying at a report."""
+
+
+class Store:
+    """What Tune does with a packed trial's reports: each directory it is handed
+    is copied whole to checkpoint_<n>; `kill_at` makes the n-th report fail."""
+
+    def __init__(self, root, files: PackFiles, kill_at: int | None = None):
+        self.root, self.files, self.kill_at = root, files, kill_at
+        self.rows: list[dict] = []
+
+    def flush(self) -> None:
+        if self.kill_at is not None and len(self.rows) == self.kill_at:
+            raise Killed
+        metrics, directory = self.files.flush()
+        if directory is not None:
+            n = len(list(self.root.glob("checkpoint_*")))
+            shutil.copytree(directory, self.root / f"checkpoint_{n:06d}")
+        self.rows.append(metrics)
+
+    def newest(self):
+        return sorted(self.root.glob("checkpoint_*"))[-1]
+
+
+def final_record(files: PackFiles, cell: int) -> dict:
+    """What a cell's training and measurements found, less their wall times."""
+    doc = json.loads((files.dir(cell) / MEASUREMENTS_FILE).read_text())
+    doc["training"].pop("train_s")
+    return {k: doc[k] for k in ("training", "examples", "cycles", "spurious")}
+
+
+def assert_same_record(a, b, path="") -> None:
+    """Equal counts, flags and names; floats to WEIGHT_RTOL (packs of other
+    sizes round the optimizer's update differently, see WEIGHT_RTOL)."""
+    assert type(a) is type(b), path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same_record(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_record(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=WEIGHT_RTOL, abs=1e-12), path
+    else:
+        assert a == b, path
+
+
+def test_a_killed_pack_resumes_each_cell_where_it_was(tmp_path):
+    # cell 0 converges early (target 1e-3) and stops training at an epoch the
+    # others' later checkpoints are not at; cells 1 and 2 train to the cap.
+    # Killed at the report of cell 0's final record, the pack's newest
+    # checkpoint holds cell 0's last training state and 1, 2 at a later epoch:
+    # the resumed pack trains them as two packs, and every cell ends with the
+    # record of the pack that was never killed
+    cfgs = [
+        BASE.replace(seed=0, target_mse=1e-3, max_epochs=600, checkpoint_every=50),
+        BASE.replace(seed=1, target_mse=1e-30, max_epochs=600, checkpoint_every=50),
+        BASE.replace(seed=2, target_mse=1e-30, max_epochs=600, checkpoint_every=50),
+    ]
+    cells = [3, 5, 8]  # their indices in a sweep
+
+    whole = PackFiles(tmp_path / "whole", cells)
+    store = Store(tmp_path / "whole-store", whole)
+    run_packed(cfgs, [whole.cell(c) for c in cells], flush=store.flush)
+    epochs = [whole.summary(c)["epochs"] for c in cells]
+    assert epochs[0] < 400 and epochs[1:] == [600, 600]  # cell 0 stops early
+    assert store.rows[-1][m.FINAL] and store.rows[-1][m.CELLS_DONE] == 3
+    assert not any(r.get(m.FINAL) for r in store.rows[:-1])
+
+    # a cell is measured as soon as it stops: cell 0's record comes early
+    done = [r[m.CELLS_DONE] for r in store.rows]
+    assert done.index(1) < len(done) - 2
+
+    # kill at the report of cell 0's final record
+    first = PackFiles(tmp_path / "first", cells)
+    killed = Store(tmp_path / "store", first, kill_at=done.index(1))
+    with pytest.raises(Killed):
+        run_packed(cfgs, [first.cell(c) for c in cells], flush=killed.flush)
+    newest = killed.newest()
+    stored = [load_state(newest / f"cell_{c:05d}" / STATE_FILE) for c in cells]
+    assert stored[0]["epoch"] < stored[1]["epoch"] == stored[2]["epoch"] < 600
+    assert all(s["stop_reason"] is None for s in stored)
+
+    again = PackFiles(tmp_path / "again", cells)
+    again.load(newest)
+    resumed = Store(tmp_path / "store", again)
+    run_packed(cfgs, [again.cell(c) for c in cells], flush=resumed.flush)
+    for c in cells:
+        assert_same_record(final_record(again, c), final_record(whole, c))
+
+
+def test_a_finished_cell_is_never_trained_or_measured_again(tmp_path):
+    # two cells; the stored checkpoint holds cell 1's final record: resuming
+    # trains and measures only cell 0, and cell 1's files stay byte for byte
+    cfgs = [BASE.replace(seed=0), BASE.replace(seed=1)]
+    whole = PackFiles(tmp_path / "whole", [0, 1])
+    run_packed(cfgs, [whole.cell(c) for c in (0, 1)])
+    measured = (whole.dir(1) / MEASUREMENTS_FILE).read_bytes()
+
+    part = tmp_path / "part"
+    shutil.copytree(whole.dir(1), part / "cell_00001")
+    again = PackFiles(tmp_path / "again", [0, 1])
+    again.load(part)
+    store = Store(tmp_path / "store", again)
+    finals = run_packed(cfgs, [again.cell(c) for c in (0, 1)], flush=store.flush)
+    assert (again.dir(1) / MEASUREMENTS_FILE).read_bytes() == measured
+    assert [r[m.CELLS_DONE] for r in store.rows][-1] == 2
+    # only cell 0 reported progress: cell 1's progress metrics are its final ones
+    assert {r["cell_00001/epochs"] for r in store.rows} == {finals[1]["epochs"]}
+    assert finals[0]["epochs"] == whole.summary(0)["epochs"]
+
+
+def test_pack_metrics_follow_the_slowest_cell_still_training(tmp_path):
+    files = PackFiles(tmp_path, [0, 1, 2])
+    files.report(0, {m.EPOCHS: 500, m.MSE: 1e-3, m.TRAIN_S: 2.0}, None)
+    files.report(1, {m.EPOCHS: 500, m.MSE: 4e-5, m.TRAIN_S: 2.0}, None)
+    metrics, directory = files.flush()
+    assert directory is None  # nothing to checkpoint: no files changed
+    assert metrics[m.MSE] == 1e-3 and metrics[m.LOG10_MSE] == pytest.approx(-3)
+    assert (metrics[m.CELLS_DONE], metrics[m.N_CELLS]) == (0, 3)
+    assert metrics["cell_00001/mse"] == 4e-5 and "cell_00002/mse" not in metrics
+    assert m.FINAL not in metrics

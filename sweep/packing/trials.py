@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,11 @@ def run_packed(
 
     Each sink sees what it would see from `run_trial`: the same progress reports
     and checkpoints (resumable alone), then the same final record, written by
-    `run_trial` itself from the state packed training ended with. `flush` is
-    called after each round of reports (once per `report_every` epochs, and
-    after each final record), for sinks that send a pack's reports on together
+    `run_trial` itself from the state packed training ended with. A member is
+    measured as soon as it stops training, while the others wait, so its
+    record is stored as early as it would be alone. `flush` is called after
+    each round of reports (once per `report_every` epochs, and after each final
+    record), for sinks that send a pack's reports on together
     (`sweep.packing.files.PackFiles`). Returns the final metrics, one per config.
     """
     from sweep.trial import run_trial  # imports Ray; keep it out of the pack's path
@@ -82,20 +84,21 @@ def run_packed(
 
     # members step together, so a resumed pack trains as one pack per epoch its
     # members' checkpoints were saved at (a member that stopped training after
-    # the last checkpoint of the others resumes from an older one)
+    # the others' last checkpoint resumes from an older one)
     states = {k: sinks[k].restore() for k in todo}
     by_epoch: dict[int, list[int]] = {}
     for k in todo:
         by_epoch.setdefault(_epoch(states[k]), []).append(k)
     for group in by_epoch.values():
-        trained = train_packed(
+        stopped = train_packed(
             [cfgs[k] for k in group],
             [sinks[k] for k in group],
             data_dir,
             states=[states[k] for k in group],
             flush=flush,
         )
-        for k, state in zip(group, trained, strict=True):
+        for j, state in stopped:
+            k = group[j]
             finals[k] = run_trial(cfgs[k], _Trained(sinks[k], state), data_dir)
             flush()
     return finals
@@ -107,11 +110,12 @@ def train_packed(
     data_dir: str | None = None,
     states: Sequence[dict | None] | None = None,
     flush: Callable[[], None] = lambda: None,
-) -> list[dict]:
+) -> Iterator[tuple[int, dict]]:
     """Train the configs as one pack, reporting to each sink as `run_trial` does.
 
     `states` are the members' training states to resume from (by default each
-    sink's `restore()`). Returns each member's final `Trainer.state_dict()`.
+    sink's `restore()`). Yields (k, member k's final `Trainer.state_dict()`) as
+    each member stops; training goes on when the caller asks for the next.
     """
     from sweep.trial import STATE_FILE, progress, resolve_device, save_state
 
@@ -125,6 +129,9 @@ def train_packed(
         states = [sink.restore() for sink in sinks]
     trainer.load_state_dicts(list(states))
     last_checkpoint = [m.epoch for m in trainer.members]
+    for k in range(len(cfgs)):
+        if k not in trainer.active:
+            yield k, trainer.state_dict(k)  # had stopped before its checkpoint
 
     # train, reporting progress and checkpointing each member as run_trial does
     while not trainer.done:
@@ -143,7 +150,9 @@ def train_packed(
                     checkpoint, last_checkpoint[k] = folder, member.epoch
                 sinks[k].report(progress(member), checkpoint)
             flush()
-    return [trainer.state_dict(k) for k in range(len(cfgs))]
+        for k in running:
+            if trainer.members[k].done:
+                yield k, trainer.state_dict(k)
 
 
 def _epoch(state: dict | None) -> int:
