@@ -93,9 +93,12 @@ def grid_table(
     Columns: the row and column keys, `mean`, `std`, `k` (seeds averaged),
     `n` (trials in the cell), `n_finished`, `out_of` (e.g. n_train) and
     `text`, "mean ± std of out_of (k seeds)" or NA. `wide` pivots it.
+    A cell averages seeds only: any other config field that varies within
+    a cell (an axis added to a figure's sweep) becomes a leading row key.
     """
+    _check_columns(trials, [*rows, *cols, value] + ([out_of] if out_of else []))
+    rows = [*extra_axes(trials, [*rows, *cols]), *rows]
     keys = [*rows, *cols]
-    _check_columns(trials, [*keys, value] + ([out_of] if out_of else []))
     grid = seed_spread(trials, value, keys, converged_only)
 
     # the denominator: n_train for stored examples, n_cycles for cycles
@@ -111,6 +114,15 @@ def grid_table(
     grid["text"] = [_cell_text(r) for r in grid.itertuples()]
     grid.attrs.update(rows=list(rows), cols=list(cols), value=value)
     return grid
+
+
+def extra_axes(trials: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """Config fields besides the seed that vary among trials of equal `keys`."""
+    fields = [f for f in varying(trials) if f not in keys]
+    if not keys or not fields:
+        return fields
+    within = trials.groupby(list(keys), dropna=False)[fields].nunique(dropna=False)
+    return [f for f in fields if (within[f] > 1).any()]
 
 
 def _check_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:

@@ -14,6 +14,7 @@ Each sweep comes in three profiles:
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,22 @@ class Sweep:
             for (name, _), value in zip(axes, values, strict=True):
                 cell.update(value if isinstance(value, dict) else {name: value})
             cells.append(TrialConfig.from_dict(cell).to_dict())
+
+        # a repeated cell would be averaged with itself as if another seed
+        seen: dict[str, int] = {}
+        for i, cell in enumerate(cells):
+            key = json.dumps(cell, sort_keys=True)
+            if key in seen:
+                axis = next(
+                    (n for n, v in axes if len(v) != len({json.dumps(x) for x in v})),
+                    None,
+                )
+                where = f"axis {axis} repeats a value" if axis else "two axes agree"
+                raise ConfigError(
+                    f"cells {seen[key]} and {i} are the same config ({where}); "
+                    "give each axis distinct values"
+                )
+            seen[key] = i
         return cells
 
     @property

@@ -423,3 +423,30 @@ def test_analysis_never_imports_ray():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_cell_never_pools_an_extra_axis_with_its_seeds(tmp_path):
+    """fig3 with an added init_scale axis: adam/selu stores 6, 8 at scale 0.01
+    and 2, 4 at 0.1. Pooled as seeds the cell would read 5.0 ± 2.6 (4 seeds);
+    split, it reads 7.0 ± 1.4 and 3.0 ± 1.4 of 10 (2 seeds each)."""
+    specs = [
+        fx.Spec(
+            dict(
+                optimizer="adam",
+                nonlinearity="selu",
+                seed=seed,
+                init="uniform",
+                init_scale=scale,
+            ),
+            stored=a,
+        )  # fmt: skip
+        for scale, stored in ((0.01, (6, 8)), (0.1, (2, 4)))
+        for seed, a in enumerate(stored)
+    ]
+    grid = tables.fig3(load_sweeps(fx.write_sweep(tmp_path, "extra", specs)).trials)
+    assert grid.attrs["rows"] == ["init_scale", "optimizer"]
+    assert list(grid["text"]) == [
+        "7.0 ± 1.4 of 10 (2 seeds)",
+        "3.0 ± 1.4 of 10 (2 seeds)",
+    ]
+    assert tables.wide(grid, "mean").loc[(0.1, "adam"), "selu"] == 3.0

@@ -102,6 +102,9 @@ USER_ERRORS = [
     # 25e-1 = 2.5 is not a whole number of units: refused, not cut to 2
     (["run", "fig3", "--set", "width=25e-1"], "width='25e-1' is not a valid int"),
     (["run", "fig3", "--set", "subset_seed=-3"], "subset_seed=-3 must be >= 0"),
+    # a repeated seed would be averaged with itself as a second seed
+    (["run", "fig3", "--set", "seed=0,0"], "axis seed repeats a value"),
+    (["run", "fig3", "--pack", "0"], "Invalid value for '--pack'"),
     # a name with path parts would write outside --storage
     (["run", "fig3", "--name", "../escape"], "must be a plain directory name"),
     (["trial", "fig3", "--index", "99"], "--index 99 but the sweep has 2 cells"),

@@ -229,13 +229,11 @@ def test_packed_sweep_gives_each_cell_what_it_gets_alone(tmp_path):
     by_cell = [t.trials.sort_values(["nonlinearity", "seed"]) for t in tables]
     assert set(by_cell[0]["status"]) == {"finished"} and len(by_cell[0]) == 6
     assert by_cell[0]["pack"].nunique() == 2
-    # counts, stops and epochs are equal; MSE and radii to 1e-5: the fused
-    # optimizer kernel rounds a packed row's last elements in another order,
-    # an ulp now and then (measured: 1e-7 relative after 190 epochs)
-    exact = [c for c in RECORD if c not in ("mse", "max_radius")]
-    assert by_cell[0][exact].to_dict("records") == by_cell[1][exact].to_dict("records")
-    for col in ("mse", "max_radius"):
-        assert list(by_cell[0][col]) == pytest.approx(list(by_cell[1][col]), rel=1e-5)
+    # equal to the last bit: each trial runs on one thread (1 CPU), where a
+    # packed member trains exactly as alone (see tests/test_packing.py)
+    assert by_cell[0][RECORD].to_dict("records") == by_cell[1][RECORD].to_dict(
+        "records"
+    )
     assert len(tables[0].examples) == len(tables[1].examples) == 6 * 4
     assert by_cell[0]["converged"].all()  # the comparison is not of six NAs
 

@@ -10,6 +10,8 @@
 - pack     `sweep.packing.PackedTrainer` (K trials as one model) vs K trainers
 - sweep    a small sweep through Ray Tune vs the same cells in-process (full
            run only: it starts a local Ray)
+- packsweep  a sweep with `--pack` vs the same sweep one trial a cell (full run
+           only, Ray too)
 
 The suite is in `sweep.bench.suite`; each benchmark has a module of its own.
 """

@@ -16,7 +16,7 @@ from sweep.bench.timing import format_table, machine
 from sweep.data import DATA_DIR_ENV
 
 Bench = Enum("Bench", {b: b for b in BENCHES}, type=str)
-QUICK_SKIPS = ("sweep",)  # starts Ray: a minute of its own
+QUICK_SKIPS = ("sweep", "packsweep")  # start Ray: a minute each
 
 app = typer.Typer(add_completion=False)
 

@@ -154,3 +154,69 @@ def _trial_times(exp: Path) -> list[float]:
         last = [ln for ln in result.read_text().splitlines() if ln.strip()][-1]
         times.append(float(json.loads(last)["time_total_s"]))
     return times
+
+
+PACK_LEGEND = (
+    "packed sweep: ours = sweep.launcher.run with pack=K (K cells of one shape "
+    "train as one batched model per trial); plain = the same sweep, one trial a cell"
+)
+
+
+def bench_packed_sweep(
+    n_cells: int, pack: int, max_epochs: int, data_dir: str | None
+) -> list[Row]:
+    """The same sweep on a local Ray with and without packing, equal CPUs.
+
+    n_cells seeds of fig3's smoke cell (MNIST at 7x7, FC 2 x 32, d = 49: where
+    packing pays on CPU), each trained to its cap, two trials at a time on one
+    CPU each; per cell: the sweep's wall time over its cells.
+    """
+    from sweep import launcher
+
+    cells = (
+        get_sweep("fig3", "smoke")
+        .with_overrides(
+            dict(nonlinearity="selu", target_mse=1e-30, max_epochs=max_epochs),
+            {"seed": list(range(n_cells))},
+        )
+        .trials()
+    )
+    data_dir = data_dir or os.environ.get("SWEEP_DATA_DIR")
+    walls = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in (1, pack):
+            outcome = launcher.run(
+                launcher.Plan("fig3", "bench", cells, {}),
+                tmp,
+                f"pack{k}",
+                cpus_per_trial=1,
+                max_concurrent=2,
+                num_cpus=2,
+                data_dir=data_dir,
+                pack=k,
+                show_progress=False,
+            )
+            if outcome.n_finished != len(cells):
+                raise RuntimeError(f"packed bench: {outcome.errors or 'unfinished'}")
+            walls[k] = outcome.wall_s
+    per = {k: wall / len(cells) for k, wall in walls.items()}
+    return [
+        Row(
+            "packsweep",
+            f"{len(cells)} fig3 smoke cells (d = 49), {max_epochs} epochs, "
+            "2 trials at a time x 1 CPU",
+            f"packs of {pack}",
+            per[pack],
+            "one trial a cell",
+            per[1],
+            per[1] / per[pack],
+            unit="cell",
+            notes={
+                "wall": f"packed {walls[pack]:.0f} s, one a cell {walls[1]:.0f} s "
+                "(Ray's start included in both)"
+            },
+            values=dict(
+                pack=pack, n_cells=len(cells), wall_s=walls[pack], plain_wall_s=walls[1]
+            ),
+        )
+    ]

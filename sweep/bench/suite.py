@@ -13,7 +13,7 @@ from sweep.bench.spectral import bench_spectra
 from sweep.bench.timing import Row
 from sweep.bench.train_steps import Case, bench_training
 
-BENCHES = ("train", "iterate", "spectra", "pack", "sweep")
+BENCHES = ("train", "iterate", "spectra", "pack", "sweep", "packsweep")
 MODES = ("smoke", "quick", "full")
 LEGENDS = {
     "train": train_steps.LEGEND,
@@ -21,6 +21,7 @@ LEGENDS = {
     "spectra": spectral.LEGEND,
     "pack": packed.LEGEND,
     "sweep": ray_sweep.LEGEND,
+    "packsweep": ray_sweep.PACK_LEGEND,
 }
 
 # the paper's nets (PAPER.md): FC 11 x 256 SELU, Adam lr 1e-4, full batch
@@ -67,6 +68,12 @@ def plan(mode: str, default_threads: int) -> dict[str, Callable[[], list[Row]]]:
             lr_groups=8 if full else 1,
         ),
         "sweep": lambda: _sweep(full),
+        "packsweep": lambda: ray_sweep.bench_packed_sweep(
+            n_cells=4 if smoke else 16,
+            pack=2 if smoke else 8,
+            max_epochs=100 if smoke else 3_000,
+            data_dir=None,
+        ),
     }
 
 

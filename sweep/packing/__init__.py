@@ -8,15 +8,18 @@ connected nets and runs them as batched matmuls, (K, n, d) -> (K, n, d), and
 Each member gets exactly its own trial's update:
 - the loss is the sum of the K MSEs, so member k's gradient is that of its own
   MSE (the nets share no weights);
-- the optimizer is PyTorch's own (`sweep.training.make_optimizer`), run on
-  views of the stacked weights, one optimizer per learning rate, so every
-  elementwise update (Adam's moments, bias corrections, ...) is the same code
-  a trial alone runs;
+- the optimizer is PyTorch's own (`sweep.training.make_optimizer`), one per
+  learning rate, over each member's own views of the stacked weights (one
+  tensor per member and layer, shaped as alone), so every elementwise update
+  (Adam's moments, bias corrections, ...) is the same code on the same
+  tensor shapes as the trial alone, rounded the same way;
 - a member that stops (converged, diverged, ...) at a check is *retired*:
   its weights and optimizer state are taken out of the pack, which shrinks,
   so it stops costing compute and stays exactly as it was when it stopped.
-Batched matmuls may sum in another order than a single one, so a member need
-not match its trial alone bit for bit (on this repo's CPU build it does).
+On one CPU thread a member matches its trial alone bit for bit (tested). With
+more threads, or on a GPU, a batched matmul may sum in another order than a
+single one, as a change of thread count does for a trial alone; runs trained
+to MSE 1e-8 then end on nearby but not identical weights.
 
 `run_packed` mirrors `sweep.trial.run_trial` for K compatible configs.
 """

@@ -201,11 +201,13 @@ class PackedTrainer:
         # the sum's gradient in net k's weights is that of net k's own MSE
         grads = torch.autograd.grad(mse.sum(), list(self.packed.params))
         for group in self.groups:
-            for view, grad in zip(group.views, grads, strict=True):
-                view.grad = grad[group.rows]
+            for row, views in zip(group.rows, group.views, strict=True):
+                for view, grad in zip(views, grads, strict=True):
+                    view.grad = grad[row]
             group.optimizer.step()
-            for view in group.views:
-                view.grad = None
+            for views in group.views:
+                for view in views:
+                    view.grad = None
 
     def _judge(self, mses: list[float], final: bool) -> list[int]:
         """Rows whose member stops now, by Trainer's rules."""
@@ -224,7 +226,14 @@ class PackedTrainer:
     # ------------------------------------------------------------ bookkeeping
 
     def _build_groups(self, row_states: list[list[dict]]) -> None:
-        """One optimizer per learning rate, on views of its block of rows."""
+        """One optimizer per learning rate, over each of its rows' own views.
+
+        Every row's weights are tensors of their own in the optimizer, shaped
+        as the net's alone, so the optimizer's kernels split and round each
+        exactly as for the trial alone (one tensor of many rows would put a
+        row's elements elsewhere in the kernels' vector body and scalar tail,
+        and its last bits would drift from the trial's).
+        """
         self.groups: list[_Group] = []
         lrs = [self.members[k].lr for k in self.active]
         start = 0
@@ -232,25 +241,29 @@ class PackedTrainer:
             stop = start
             while stop < len(lrs) and lrs[stop] == lrs[start]:
                 stop += 1
-            views = [nn.Parameter(p.data[start:stop]) for p in self.packed.params]
-            optimizer = make_optimizer(self.optimizer, views, lrs[start], self.momentum)
-            for j, view in enumerate(views):
-                entries = [row_states[r][j] for r in range(start, stop)]
-                if any(entries):
-                    optimizer.state[view] = _stack_state(entries)
-            self.groups.append(_Group(slice(start, stop), views, optimizer))
+            rows = list(range(start, stop))
+            views = [
+                [nn.Parameter(p.data[r]) for p in self.packed.params] for r in rows
+            ]
+            flat = [view for row_views in views for view in row_views]
+            optimizer = make_optimizer(self.optimizer, flat, lrs[start], self.momentum)
+            for r, row_views in zip(rows, views, strict=True):
+                for view, entries in zip(row_views, row_states[r], strict=True):
+                    if entries:
+                        optimizer.state[view] = entries
+            self.groups.append(_Group(rows, views, optimizer))
             start = stop
 
     def _row_state(self, row: int) -> list[dict]:
         """The optimizer state of one row, per parameter, as one net's state."""
-        group = next(g for g in self.groups if g.rows.start <= row < g.rows.stop)
-        i = row - group.rows.start
+        group = next(g for g in self.groups if row in g.rows)
+        views = group.views[group.rows.index(row)]
         return [
             {
-                key: value[i].clone() if _per_element(value) else _copy(value)
-                for key, value in group.optimizer.state.get(view, {}).items()
+                key: _copy(value)
+                for key, value in group.optimizer.state.get(v, {}).items()
             }
-            for view in group.views
+            for v in views
         ]
 
     def _weights_and_state(self, k: int) -> tuple[list[Tensor], list[dict]]:
@@ -308,45 +321,21 @@ class PackedTrainer:
         member.epoch, member.mse = int(state["epoch"]), float(state["mse"])
         member.stop_reason, member.elapsed_s = state["stop_reason"], state["elapsed_s"]
         weights = [p.detach() for p in model.parameters()]
-        return weights, [dict(optimizer.state.get(p, {})) for p in model.parameters()]
+        # copies: training the pack must not change the caller's state dict
+        # (Optimizer.load_state_dict keeps tensors that need no cast as they are)
+        state = [
+            {key: _copy(value) for key, value in optimizer.state.get(p, {}).items()}
+            for p in model.parameters()
+        ]
+        return weights, state
 
 
 class _Group:
-    """A block of rows sharing one learning rate, and its optimizer."""
+    """The rows sharing one learning rate, each row's views, and their optimizer."""
 
-    def __init__(self, rows: slice, views: list[nn.Parameter], optimizer: Any):
+    def __init__(self, rows: list[int], views: list[list[nn.Parameter]], optimizer):
         self.rows, self.views, self.optimizer = rows, views, optimizer
-
-
-def _per_element(value: Any) -> bool:
-    # moments and buffers have the parameter's shape; "step" is a 0-d tensor
-    return torch.is_tensor(value) and value.dim() > 0
 
 
 def _copy(value: Any) -> Any:
     return value.clone() if torch.is_tensor(value) else value
-
-
-def _stack_state(entries: list[dict]) -> dict:
-    """One view's optimizer state from its rows' states (all must be alike)."""
-    keys = set(entries[0])
-    if any(set(e) != keys for e in entries):
-        raise PackingError(
-            "members of one learning rate hold different optimizer state; "
-            "resume them one by one with sweep.trial.run_trial"
-        )
-    stacked = {}
-    for key in keys:
-        values = [e[key] for e in entries]
-        if _per_element(values[0]):
-            stacked[key] = torch.stack(values)
-        elif all(
-            torch.equal(torch.as_tensor(v), torch.as_tensor(values[0])) for v in values
-        ):
-            stacked[key] = _copy(values[0])
-        else:
-            raise PackingError(
-                f"members of one learning rate are at different optimizer {key}s; "
-                "resume them one by one with sweep.trial.run_trial"
-            )
-    return stacked
