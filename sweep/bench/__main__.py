@@ -36,6 +36,10 @@ def main(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the numbers here.")
     ] = None,
+    device: Annotated[
+        str,
+        typer.Option(help="Where the pack benchmark runs: cpu, or cuda on a GPU."),
+    ] = "cpu",
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -60,7 +64,14 @@ def main(
     )
     before = machine()
     start = time.perf_counter()
-    rows = run(mode, names)
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise typer.BadParameter(f"--device {device!r}: pass cpu or cuda")
+    if device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise typer.BadParameter(f"--device {device}: no CUDA device is visible")
+    rows = run(mode, names, device)
     elapsed = time.perf_counter() - start
 
     # the machine and the method above the table, so a pasted table stands alone

@@ -60,26 +60,46 @@ class PackCase:
 
 
 def bench_packing(
-    cases: list[PackCase], ks: list[int], rounds: int, steps: int, lr_groups: int = 1
+    cases: list[PackCase],
+    ks: list[int],
+    rounds: int,
+    steps: int,
+    lr_groups: int = 1,
+    device: str = "cpu",
 ) -> list[Row]:
+    """Rows for each case and K; on `device` (e.g. cuda), both versions."""
     torch.set_num_threads(1)
+    dev = torch.device(device)
     rows = []
     for case in cases:
         x, shape = case.data()
+        x = x.to(dev)
         for k in ks:
-            rows.append(_packed_vs_separate(case, x, shape, k, rounds, steps, 1))
+            rows.append(_packed_vs_separate(case, x, shape, k, rounds, steps, 1, dev))
         if lr_groups > 1:
             k = max(ks)
             rows.append(
-                _packed_vs_separate(case, x, shape, k, rounds, steps, lr_groups)
+                _packed_vs_separate(case, x, shape, k, rounds, steps, lr_groups, dev)
             )
-    rows.append(_bmm_vs_vmap(cases[0], min(ks[-1], 8), rounds, steps))
+    rows.append(_bmm_vs_vmap(cases[0], min(ks[-1], 8), rounds, steps, dev))
     return rows
 
 
-def _packed_vs_separate(case, x, shape, k, rounds, steps, n_lrs) -> Row:
+def _synced(fn, device: torch.device):
+    """fn, then wait for the device: a GPU's queued kernels count in its time."""
+    if device.type != "cuda":
+        return fn
+
+    def call() -> None:
+        fn()
+        torch.cuda.synchronize(device)
+
+    return call
+
+
+def _packed_vs_separate(case, x, shape, k, rounds, steps, n_lrs, device) -> Row:
     # K copies of one cell, differing in seed (and, if asked, learning rate)
-    models = case.models(k, shape)
+    models = [model.to(device) for model in case.models(k, shape)]
     lrs = [LR * (1 + i % n_lrs) for i in range(k)]
     trainers = []
     for model, lr in zip(copy.deepcopy(models), lrs, strict=True):
@@ -101,18 +121,17 @@ def _packed_vs_separate(case, x, shape, k, rounds, steps, n_lrs) -> Row:
         for trainer in trainers:
             trainer.run(steps)
 
-    times = interleave(
-        {"packed": lambda: pack.run(steps), "separate": separate}, rounds
-    )
+    versions = {"packed": lambda: pack.run(steps), "separate": separate}
+    times = interleave({n: _synced(f, device) for n, f in versions.items()}, rounds)
     per = k * steps  # trial-steps per call
     ours, plain = median(times["packed"]) / per, median(times["separate"]) / per
     lr_note = "one lr" if n_lrs == 1 else f"{n_lrs} lrs (one optimizer each)"
     return Row(
         "pack",
         f"{case.label(x.shape[1])}, K={k}, {lr_note}",
-        "PackedTrainer, 1 thread",
+        f"PackedTrainer, {_where(device)}",
         ours,
-        f"{k} Trainers in turn, 1 thread",
+        f"{k} Trainers in turn, {_where(device)}",
         plain,
         speedup(times["separate"], times["packed"]),
         unit="trial-step",
@@ -121,10 +140,15 @@ def _packed_vs_separate(case, x, shape, k, rounds, steps, n_lrs) -> Row:
     )
 
 
-def _bmm_vs_vmap(case: PackCase, k: int, rounds: int, steps: int) -> Row:
+def _where(device: torch.device) -> str:
+    return "1 thread" if device.type == "cpu" else str(device)
+
+
+def _bmm_vs_vmap(case: PackCase, k: int, rounds: int, steps: int, device) -> Row:
     """Forward + backward of K nets: our baddbmm layers against vmap."""
     x, shape = case.data()
-    models = case.models(k, shape)
+    x = x.to(device)
+    models = [model.to(device) for model in case.models(k, shape)]
     xs = x.expand(k, -1, -1).contiguous()  # (K, n, d)
     packed = PackedFC.from_models(
         models, shape, width=case.width, depth=case.depth, nonlinearity="selu"
@@ -146,7 +170,8 @@ def _bmm_vs_vmap(case: PackCase, k: int, rounds: int, steps: int) -> Row:
             loss = (out - xs).pow(2).mean(dim=(1, 2)).sum()
             torch.autograd.grad(loss, list(params.values()))
 
-    times = interleave({"bmm": ours, "vmap": vmapped}, rounds)
+    versions = {"bmm": ours, "vmap": vmapped}
+    times = interleave({n: _synced(f, device) for n, f in versions.items()}, rounds)
     return Row(
         "pack-fwd-bwd",
         f"{case.label(x.shape[1])}, K={k}",

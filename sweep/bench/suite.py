@@ -31,7 +31,9 @@ QUICK_NET = PackCase("quick profile", 10, 256, 5, 14)  # catalog's quick fc net
 PAPER_NET = PackCase("paper fig3", 10, 256, 11, None)
 
 
-def plan(mode: str, default_threads: int) -> dict[str, Callable[[], list[Row]]]:
+def plan(
+    mode: str, default_threads: int, device: str = "cpu"
+) -> dict[str, Callable[[], list[Row]]]:
     """Each benchmark as a call, sized for `mode`."""
     smoke, full = mode == "smoke", mode == "full"
     tiny_case = Case("mnist", 10, **TINY)
@@ -66,6 +68,7 @@ def plan(mode: str, default_threads: int) -> dict[str, Callable[[], list[Row]]]:
             rounds=2 if smoke else 5 if full else 3,
             steps=3 if smoke else 10,
             lr_groups=8 if full else 1,
+            device=device,
         ),
         "sweep": lambda: _sweep(full),
         "packsweep": lambda: ray_sweep.bench_packed_sweep(
@@ -83,10 +86,13 @@ def _sweep(full: bool) -> list[Row]:
     )
 
 
-def run(mode: str, only: list[str]) -> list[Row]:
-    """Run the chosen benchmarks; the thread count is restored after each."""
+def run(mode: str, only: list[str], device: str = "cpu") -> list[Row]:
+    """Run the chosen benchmarks; the thread count is restored after each.
+
+    `device` is where the packing benchmark runs (the others run on CPU).
+    """
     default_threads = torch.get_num_threads()
-    calls = plan(mode, default_threads)
+    calls = plan(mode, default_threads, device)
     rows: list[Row] = []
     for name in only:
         rows += calls[name]()
