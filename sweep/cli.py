@@ -110,7 +110,7 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
 
 
 def make_plan(
-    figure: str, profile: str, sets: list[str], config: Path | None
+    figure: str, profile: str, sets: list[str], config: Path | None, pack: int = 1
 ) -> tuple[catalog.Sweep, Any]:
     from sweep.launcher import Plan
 
@@ -122,7 +122,7 @@ def make_plan(
     if fixed or axes:
         sweep = sweep.with_overrides(fixed, axes)
     trials = sweep.trials()
-    check_memory(trials)
+    check_memory(trials, pack)
     return sweep, Plan(sweep.figure, sweep.profile, trials, sweep.notes)
 
 
@@ -135,19 +135,21 @@ def image_shape(cfg: TrialConfig) -> tuple[int, int, int]:
     return (1 if cfg.grey else c, h, w)
 
 
-def check_memory(trials: list[dict[str, Any]]) -> None:
-    """Refuse up front a cell whose training would not fit in this machine."""
+def check_memory(trials: list[dict[str, Any]], pack: int = 1) -> None:
+    """Refuse up front a cell (or a pack of `pack` such cells) whose training
+    would not fit in this machine."""
     from sweep.models import estimate_bytes
 
     available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    seen = set()
+    shapes: dict[tuple, list[TrialConfig]] = {}
     for cell in trials:
         cfg = TrialConfig.from_dict(cell)
         key = (cfg.model, image_shape(cfg), cfg.width, cfg.depth, cfg.n_train)
-        if key in seen:  # seeds, rates and inits share one estimate
-            continue
-        seen.add(key)
-        need = estimate_bytes(
+        shapes.setdefault(key, []).append(cfg)  # seeds, rates, inits: one shape
+    for (model, _, _, _, _), cfgs in shapes.items():
+        cfg = cfgs[0]
+        k = min(pack, len(cfgs)) if model == "fc" else 1
+        need = k * estimate_bytes(
             cfg.model,
             image_shape(cfg),
             width=cfg.width,
@@ -155,10 +157,12 @@ def check_memory(trials: list[dict[str, Any]]) -> None:
             n_train=cfg.n_train,
         )
         if need > 0.8 * available:
+            packed = f" in a pack of {k}" if k > 1 else ""
             raise ConfigError(
                 f"width={cfg.width} depth={cfg.depth} n_train={cfg.n_train} needs "
-                f"about {need / 2**30:.1f} GiB to train but this machine has "
+                f"about {need / 2**30:.1f} GiB to train{packed} but this machine has "
                 f"{available / 2**30:.1f} GiB; choose a smaller width or depth"
+                + (" or a smaller --pack" if k > 1 else "")
             )
 
 
@@ -258,7 +262,7 @@ def run(
     from sweep import launcher
 
     launcher.setup_logging(verbose)
-    sweep, plan = make_plan(figure, profile.value, set_, config)
+    sweep, plan = make_plan(figure, profile.value, set_, config, pack)
     if name is not None and (
         not name.strip() or "/" in name or "\\" in name or name in (".", "..")
     ):

@@ -105,6 +105,11 @@ USER_ERRORS = [
     # a repeated seed would be averaged with itself as a second seed
     (["run", "fig3", "--set", "seed=0,0"], "axis seed repeats a value"),
     (["run", "fig3", "--pack", "0"], "Invalid value for '--pack'"),
+    # one 8192-wide net (10 GiB) fits a machine like ours; 18 of them packed not
+    (
+        ["run", "fig4", "--profile", "paper", "--set", "width=8192", "--pack", "18"],
+        "to train in a pack of 18 but this machine has",
+    ),
     # a name with path parts would write outside --storage
     (["run", "fig3", "--name", "../escape"], "must be a plain directory name"),
     (["trial", "fig3", "--index", "99"], "--index 99 but the sweep has 2 cells"),
