@@ -6,8 +6,8 @@ revision, library versions, data checksums). `sweep resume` reads its cells
 back from here, and a second `sweep run` into the same directory is refused
 unless its search space is the same.
 
-No Ray here: `sweep.launcher` and `sweep.trial` are the only modules that
-import it, and the analysis package may read manifests without it. Storage is
+No Ray here (`sweep.launcher` lists the modules that import it), so the
+analysis package may read manifests without it. Storage is
 a local directory or a pyarrow URI (`s3://`, `gs://`, ...), as Tune's
 `storage_path` accepts.
 """
