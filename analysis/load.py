@@ -43,11 +43,12 @@ from analysis.trialdir import (
 )
 from sweep import metrics as m
 from sweep.config import TrialConfig
+from sweep.driver import live_driver
 from sweep.manifest import packs_of
 
 SWEEP_FILE = "sweep.json"
 
-STATUSES = ("finished", "running", "error", "pending")
+STATUSES = ("finished", "running", "stopped", "error", "pending")
 CONFIG_FIELDS = tuple(f.name for f in fields(TrialConfig))
 TABLES = ("sweeps", "trials", *CHILD_TABLES)
 
@@ -160,6 +161,13 @@ def read_sweep(sweep_dir: Path, warnings: list[str]) -> tuple[dict, list]:
     records = [
         r for d in dirs for r in read_trials(d, meta["sweep"], cells, warnings, packs)
     ]
+
+    # a trial that started, has not finished and has no live driver was stopped
+    # (Ctrl-C, a crash); `sweep resume` continues it
+    if live_driver(sweep_dir) is None:
+        for row, _ in records:
+            if row["status"] == "running":
+                row["status"] = "stopped"
 
     # a sweep whose trials have not all started yet is normal while it runs
     planned = meta.get("n_trials")

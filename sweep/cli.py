@@ -367,20 +367,35 @@ def finish(outcome) -> None:
 @app.command()
 @user_errors
 def status(directory: Annotated[Path, typer.Argument(help="A sweep directory.")]):
-    """Count finished, running, failed and pending trials of a sweep."""
+    """Count finished, running, stopped, failed and pending trials of a sweep.
+
+    Running trials have a live driver; stopped ones were cut short with theirs
+    (Ctrl-C, a crash) and continue with `sweep resume`.
+    """
     from analysis.load import load_sweeps
+    from sweep.driver import live_driver
 
     results = load_sweeps([directory])
     counts = (
         results.trials["status"].value_counts().to_dict() if len(results.trials) else {}
     )
     planned = results.planned or len(results.trials)
+    started = sum(n for s, n in counts.items() if s != "pending")
+    counts["pending"] = max(0, planned - started)
+    shown = ("finished", "running", "stopped", "error", "pending")
     typer.echo(
         f"{directory}: {planned} trials planned; "
-        + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("finished", "running", "error"))
+        + ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
     )
     for warning in results.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    unfinished = planned - counts.get("finished", 0)
+    if unfinished and live_driver(directory) is None:
+        typer.echo(
+            f"no driver is running it: `sweep resume {directory}` continues the "
+            f"{unfinished} unfinished trial(s)",
+            err=True,
+        )
 
 
 @app.command()
@@ -423,6 +438,7 @@ def trial(
     An --out that holds this cell's unfinished run continues it; one that holds
     its final record is not run again (its summary is printed).
     """
+    from sweep.driver import hold
     from sweep.trial import LocalSink, run_trial
 
     _, plan = make_plan(figure, profile.value, set_, None)
@@ -434,7 +450,9 @@ def trial(
     import torch
 
     torch.set_num_threads(threads)  # as a Ray trial with that many CPUs
-    final = run_trial(cfg, LocalSink(out, cfg), str(data_dir) if data_dir else None)
+    sink = LocalSink(out, cfg)
+    with hold(str(out.resolve())):  # readers see it running, a second one waits
+        final = run_trial(cfg, sink, str(data_dir) if data_dir else None)
     typer.echo(json.dumps(final, indent=1, default=str))
     typer.echo(f"trial: {out}")
 

@@ -48,6 +48,7 @@ from sweep.connect import QUIET_ENV as QUIET_ENV
 from sweep.connect import check_address as check_address
 from sweep.connect import check_resources as check_resources
 from sweep.connect import connect as connect
+from sweep.driver import check_free, hold
 from sweep.manifest import MANIFEST as MANIFEST
 from sweep.manifest import MANIFEST_SCHEMA as MANIFEST_SCHEMA
 from sweep.manifest import LaunchError as LaunchError
@@ -173,6 +174,7 @@ def run(
             "its finished trials are still readable with `sweep summary`, but it "
             "cannot be resumed: run it again under a new --name"
         )
+    check_free(exp)  # one driver a sweep
     resume, cells = decide(plan, exp, resume, restorable, pack)
     if resume:  # packed as it was started
         packs = packs_of(read_manifest(exp)) if has_manifest(exp) else None
@@ -216,7 +218,7 @@ def run(
             )
         # after ray.init, whose C++ core installs a SIGTERM handler of its own
         # (it logs a stack trace and dies, skipping Tune's last state save)
-        with sigterm_as_sigint() as received:
+        with sigterm_as_sigint() as received, hold(exp):
             grid = tuner.fit()
     finally:
         ray.shutdown()

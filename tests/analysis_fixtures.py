@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from sweep.config import TrialConfig
+from sweep.driver import process_started
 from sweep.metrics import OUTCOMES
 
 N_STARTS = 10  # per start kind
@@ -108,6 +110,11 @@ def write_sweep(
         "notes": {}, "trials": configs, "git": "0000000", "versions": {}, "data": {},
     }  # fmt: skip
     (sweep / "sweep.json").write_text(json.dumps(meta))
+    if any(s.status == "running" for s in specs):
+        # a live driver (this test process), so its trials still run
+        driver = {"host": socket.gethostname(), "pid": os.getpid(),
+                  "started": process_started(os.getpid()), "since": "now"}  # fmt: skip
+        (sweep / "driver.json").write_text(json.dumps(driver))
 
     # Ray's own files: a pickle we must never open, and a state JSON
     (sweep / "tuner.pkl").write_bytes(b"not a pickle: analysis must not open it")

@@ -683,3 +683,31 @@ def test_sigterm_is_delivered_to_the_sweep_as_ctrl_c():
             time.sleep(5)  # the handler runs at the next bytecode, long before
     assert received == [signal.SIGTERM]
     assert signal.getsignal(signal.SIGTERM) is before  # restored afterwards
+
+
+def test_one_driver_a_sweep_and_a_dead_ones_record_is_taken_over(tmp_path):
+    """driver.json names the live driver; a second is refused, a dead one's
+    record (a pid that exited, or a pid reused by another process) is stale."""
+    from sweep.driver import DRIVER_FILE, hold, live_driver, process_started
+    from sweep.launcher import LaunchError
+
+    exp = str(tmp_path)
+    with hold(exp):
+        assert live_driver(exp)["pid"] == os.getpid()
+        with pytest.raises(LaunchError, match=f"is being run by process {os.getpid()}"):
+            with hold(exp):
+                pass
+    assert not (tmp_path / DRIVER_FILE).exists()  # released on the way out
+
+    # a driver killed with SIGKILL leaves its record; its pid is gone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = {"host": socket.gethostname(), "pid": dead.pid, "started": 1}
+    (tmp_path / DRIVER_FILE).write_text(json.dumps(record))
+    assert live_driver(exp) is None
+    # a live pid with another start time is another process under a reused pid
+    record.update(pid=os.getpid(), started=process_started(os.getpid()) - 1)
+    (tmp_path / DRIVER_FILE).write_text(json.dumps(record))
+    assert live_driver(exp) is None
+    with hold(exp):
+        assert live_driver(exp)["started"] == process_started(os.getpid())

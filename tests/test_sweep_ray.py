@@ -238,7 +238,8 @@ def test_packed_sweep_gives_each_cell_what_it_gets_alone(tmp_path):
     assert by_cell[0]["converged"].all()  # the comparison is not of six NAs
 
     status = sweep_cli("status", str(tmp_path / "packed"))
-    assert "6 trials planned; 6 finished, 0 running, 0 error" in status.stdout
+    counts = "6 finished, 0 running, 0 stopped, 0 error, 0 pending"
+    assert f"6 trials planned; {counts}" in status.stdout
 
     # the sweep continues as it started: another --pack is refused
     again = sweep_cli("run", *SMOKE_SEEDS, *storage, "--name", "packed", "--pack", "2")
@@ -283,11 +284,20 @@ def test_interrupted_pack_resumes_without_redoing_its_finished_cells(tmp_path):
             time.sleep(0.2)
         else:
             pytest.fail("no cell of the pack finished within 240 s")
+        # one driver a sweep: a second run of it is refused while this one lives
+        second = sweep_cli(*args)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"is being run by process {driver.pid}" in second.stderr
         driver.send_signal(signal.SIGINT)
         driver.wait(timeout=120)
     finally:
         if driver.poll() is None:
             driver.kill()
+
+    # its driver gone, the pack's unfinished cells read as stopped
+    status = sweep_cli("status", str(exp))
+    assert "2 finished, 0 running, 2 stopped, 0 error, 0 pending" in status.stdout
+    assert "continues the 2 unfinished trial(s)" in status.stderr
 
     (pack,) = trial_dirs(exp)
     before = load_sweeps([exp]).trials.set_index("trial_id")
