@@ -10,6 +10,7 @@ which is one reason Ray is pinned exactly.
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,9 @@ from sweep.config import ConfigError
 def validate(path: Path) -> dict:
     """Return the prepared config, or raise ConfigError naming the first problem."""
     from ray.autoscaler._private.util import prepare_config, validate_config
+
+    # prepare_config logs its defaults at INFO ("setting max workers ...")
+    logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
 
     try:
         raw = yaml.safe_load(Path(path).read_text())

@@ -20,7 +20,9 @@ from sweep.manifest import LaunchError
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AIR_NEW_OUTPUT": "1",
+    # the legacy console engine: at verbose=0 it prints nothing to stdout,
+    # where the new one draws boxes (our own progress line is on stderr)
+    "RAY_AIR_NEW_OUTPUT": "0",
     # result.json and params.json come from Tune's auto loggers: keep them
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_DEDUP_LOGS": "1",

@@ -27,6 +27,7 @@ class ProgressCallback(tune.Callback):
         self.done_here = 0  # cells finished by this run (for the ETA)
         self.best_mse: dict[str, float] = {}
         self.cells_done: dict[str, int] = {}  # of each packed trial, as reported
+        self.completed: set[str] = set()
 
     def __getstate__(self):
         # the Tuner pickles its callbacks; the stream is not picklable
@@ -47,6 +48,7 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         if m.CELLS_DONE not in (trial.last_result or {}):
             self.done_here += 1  # a packed trial counted its cells as they ended
+        self.completed.add(trial.trial_id)  # Tune marks it TERMINATED after this
         self._draw(trials, force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -75,9 +77,10 @@ class ProgressCallback(tune.Callback):
         done = running = failed = 0
         for t in trials:
             n = _cells(t)
-            finished = n if t.status == "TERMINATED" else self._done(t, n)
+            ended = t.status == "TERMINATED" or t.trial_id in self.completed
+            finished = n if ended else self._done(t, n)
             done += finished
-            running += n - finished if t.status == "RUNNING" else 0
+            running += n - finished if t.status == "RUNNING" and not ended else 0
             failed += n - finished if t.status == "ERROR" else 0
         total = max(self.n_trials, done + running + failed)
         left = total - done - failed
