@@ -249,9 +249,21 @@ def plan_packs(cells: list[dict], pack: int) -> list[list[int]] | None:
     if pack <= 1:
         return None
     from sweep.config import TrialConfig
-    from sweep.packing import pack_groups
+    from sweep.packing import EXACT_WIDTH, pack_groups
 
-    return pack_groups([TrialConfig.from_dict(c) for c in cells], pack)
+    configs = [TrialConfig.from_dict(c) for c in cells]
+    packs = pack_groups(configs, pack)
+    widths = {configs[i].width for p in packs if len(p) > 1 for i in p}
+    odd = sorted(w for w in widths if w % EXACT_WIDTH)
+    if odd:
+        log.warning(
+            "packing width %s: the batched matmuls round other than single ones "
+            "at widths that are not multiples of %d, so these cells match their "
+            "unpacked runs to about 1e-7 a step, not bit for bit",
+            ", ".join(map(str, odd)),
+            EXACT_WIDTH,
+        )
+    return packs
 
 
 def trainable_for(packs: list[list[int]] | None) -> Callable[[dict], None]:
