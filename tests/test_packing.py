@@ -13,6 +13,7 @@ from sweep import metrics as m
 from sweep.config import TrialConfig
 from sweep.models import build_model
 from sweep.packing import (
+    EXACT_WIDTH,
     PackedFC,
     PackedTrainer,
     PackingError,
@@ -108,17 +109,32 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(p, q), name
 
 
-def test_packed_forward_is_each_net_alone():
-    # row k of the pack is net k: same outputs on its own data, and it unpacks
-    # into the very module build_model makes (same keys, same values)
-    cfgs = [BASE.replace(seed=s) for s in range(3)]
+@pytest.mark.parametrize("width", [32, 48, 256])
+def test_packed_forward_and_gradients_are_each_net_alone(width):
+    # row k of the pack is net k: on one thread, at widths that are multiples
+    # of EXACT_WIDTH, the same outputs and MSE gradients to the last bit on its
+    # own data, and it unpacks into the very module build_model makes
+    assert width % EXACT_WIDTH == 0
+    cfgs = [BASE.replace(seed=s, width=width) for s in range(3)]
     models, data, shape = members(cfgs)
-    packed = PackedFC.from_models(models, shape, width=32, depth=2, nonlinearity="selu")
-    with torch.no_grad():
-        out = packed(torch.stack(data))  # (3, 4, 49)
-        for k, (model, x) in enumerate(zip(models, data, strict=True)):
-            torch.testing.assert_close(out[k], model(x), rtol=1e-6, atol=1e-7)
-    like = build_model("fc", shape, width=32, depth=2, nonlinearity="selu")
+    packed = PackedFC.from_models(
+        models, shape, width=width, depth=2, nonlinearity="selu"
+    )
+    x = torch.stack(data)  # (3, 4, 49)
+    out = packed(x)
+    grads = torch.autograd.grad(
+        (out - x).pow(2).mean(dim=(1, 2)).sum(), list(packed.params)
+    )
+    for k, (model, xk) in enumerate(zip(models, data, strict=True)):
+        alone_out = model(xk)
+        assert torch.equal(out[k].detach(), alone_out.detach())
+        alone_grads = torch.autograd.grad(
+            torch.nn.functional.mse_loss(alone_out, xk), list(model.parameters())
+        )
+        assert all(
+            torch.equal(g[k], a) for g, a in zip(grads, alone_grads, strict=True)
+        )
+    like = build_model("fc", shape, width=width, depth=2, nonlinearity="selu")
     unpacked = packed.unpack(1).state_dict()
     assert list(unpacked) == list(like.state_dict())
     assert all(torch.equal(unpacked[k], v) for k, v in models[1].state_dict().items())
