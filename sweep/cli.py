@@ -126,18 +126,10 @@ def make_plan(
     return sweep, Plan(sweep.figure, sweep.profile, trials, sweep.notes)
 
 
-def image_shape(cfg: TrialConfig) -> tuple[int, int, int]:
-    from sweep.data import NATIVE_SHAPE
-
-    c, h, w = NATIVE_SHAPE[cfg.dataset]
-    if cfg.image_size:
-        h = w = cfg.image_size
-    return (1 if cfg.grey else c, h, w)
-
-
 def check_memory(trials: list[dict[str, Any]], pack: int = 1) -> None:
     """Refuse up front a cell (or a pack of `pack` such cells) whose training
     would not fit in this machine."""
+    from sweep.data import image_shape
     from sweep.models import estimate_bytes
 
     available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -170,6 +162,7 @@ def estimate_core_hours(trials: list[dict[str, Any]]) -> float:
     """Upper bound at the epoch cap: ~6 flops per parameter per example."""
     import torch
 
+    from sweep.data import image_shape
     from sweep.models import build_model, n_params
 
     total = 0.0

@@ -72,6 +72,14 @@ LUMA_601 = (0.299, 0.587, 0.114)
 # ---------------------------------------------------------------- public API
 
 
+def image_shape(cfg) -> tuple[int, int, int]:
+    """(c, h, w) of a TrialConfig's images, without reading any data."""
+    c, h, w = NATIVE_SHAPE[cfg.dataset]
+    if cfg.image_size:
+        h = w = cfg.image_size
+    return (1 if cfg.grey else c, h, w)
+
+
 def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Directories searched, in order: `data_dir`, $SWEEP_DATA_DIR, the user cache.
 

@@ -179,7 +179,7 @@ def run(
     if resume:  # packed as it was started
         packs = packs_of(read_manifest(exp)) if has_manifest(exp) else None
     else:
-        packs = plan_packs(cells, pack)
+        packs = plan_packs(cells, pack, cpus_per_trial)
     check_cells(cells, gpus_per_trial, data_dir)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "local"):
@@ -244,24 +244,54 @@ def run(
     return outcome
 
 
-def plan_packs(cells: list[dict], pack: int) -> list[list[int]] | None:
-    """The cells of each Tune trial when packing, None for one cell a trial."""
+def plan_packs(
+    cells: list[dict], pack: int, cpus_per_trial: float = 1
+) -> list[list[int]] | None:
+    """The cells of each Tune trial when packing, None for one cell a trial.
+
+    Warns of what packing changes: at shapes where this machine's stacked
+    kernels round differently (`sweep.packing.packs_exactly`), and for cells
+    with a time limit, which counts the pack's wall time.
+    """
     if pack <= 1:
         return None
+    import torch
+
     from sweep.config import TrialConfig
-    from sweep.packing import EXACT_WIDTH, pack_groups
+    from sweep.data import image_shape
+    from sweep.packing import pack_groups, packs_exactly
 
     configs = [TrialConfig.from_dict(c) for c in cells]
     packs = pack_groups(configs, pack)
-    widths = {configs[i].width for p in packs if len(p) > 1 for i in p}
-    odd = sorted(w for w in widths if w % EXACT_WIDTH)
-    if odd:
+    shapes: dict[tuple, int] = {}  # a pack shape: its largest pack
+    for p in (p for p in packs if len(p) > 1):
+        c = configs[p[0]]
+        key = (image_shape(c), c.n_train, c.width, c.depth, c.nonlinearity)
+        shapes[key] = max(shapes.get(key, 0), len(p))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus_per_trial)))  # as the trials will run
+    try:
+        inexact = [
+            key
+            for key, k in shapes.items()
+            if not packs_exactly(
+                key[0], key[1], width=key[2], depth=key[3], nonlinearity=key[4],
+                sizes=(1, 2, k),
+            )
+        ]  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    for _, n, width, depth, nonlinearity in inexact:
         log.warning(
-            "packing width %s: the batched matmuls round other than single ones "
-            "at widths that are not multiples of %d, so these cells match their "
-            "unpacked runs to about 1e-7 a step, not bit for bit",
-            ", ".join(map(str, odd)),
-            EXACT_WIDTH,
+            "packed %s nets of width %d, depth %d on %d images round differently "
+            "on this machine than alone: they match unpacked runs to ~1e-7 a step, "
+            "not bit for bit",
+            nonlinearity, width, depth, n,
+        )  # fmt: skip
+    if any(configs[i].time_limit_s > 0 for p in packs if len(p) > 1 for i in p):
+        log.warning(
+            "time_limit_s counts a pack's wall time: packed cells that reach it "
+            "stop at other epochs than they would alone"
         )
     return packs
 

@@ -13,13 +13,13 @@ from sweep import metrics as m
 from sweep.config import TrialConfig
 from sweep.models import build_model
 from sweep.packing import (
-    EXACT_WIDTH,
     PackedFC,
     PackedTrainer,
     PackingError,
     check_packable,
     initial_model,
     pack_groups,
+    packs_exactly,
     run_packed,
 )
 from sweep.packing.files import MEASUREMENTS_FILE, PackFiles
@@ -111,10 +111,9 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("width", [32, 48, 256])
 def test_packed_forward_and_gradients_are_each_net_alone(width):
-    # row k of the pack is net k: on one thread, at widths that are multiples
-    # of EXACT_WIDTH, the same outputs and MSE gradients to the last bit on its
-    # own data, and it unpacks into the very module build_model makes
-    assert width % EXACT_WIDTH == 0
+    # row k of the pack is net k: on one thread, at the catalog's widths, the
+    # same outputs and MSE gradients to the last bit on its own data, and it
+    # unpacks into the very module build_model makes
     cfgs = [BASE.replace(seed=s, width=width) for s in range(3)]
     models, data, shape = members(cfgs)
     packed = PackedFC.from_models(
@@ -138,6 +137,35 @@ def test_packed_forward_and_gradients_are_each_net_alone(width):
     unpacked = packed.unpack(1).state_dict()
     assert list(unpacked) == list(like.state_dict())
     assert all(torch.equal(unpacked[k], v) for k, v in models[1].state_dict().items())
+
+
+@pytest.mark.parametrize("width", [32, 100])
+def test_packs_exactly_tells_whether_a_pack_trains_as_its_nets_alone(width):
+    # width 32 (a multiple of 16, like every width of the catalog) packs bit for
+    # bit on this CPU build; width 100 did not when measured (~1e-7 a step).
+    # Whatever this machine's kernels do, the probe must agree with 20 epochs
+    # of real training: equal weights exactly when it says so
+    cfgs = [BASE.replace(seed=s, width=width, max_epochs=20) for s in range(2)]
+    models, data, shape = members(cfgs)
+    packed = PackedFC.from_models(
+        models, shape, width=width, depth=2, nonlinearity="selu"
+    )
+    x = torch.stack(data)
+    pack = PackedTrainer(packed, "adam", [1e-3, 1e-3], x, x, max_epochs=20)
+    pack.run(20)
+    same = all(
+        torch.equal(p, q)
+        for k, (cfg, model, xk) in enumerate(zip(cfgs, models, data, strict=True))
+        for p, q in zip(
+            pack.model(k).state_dict().values(),
+            alone(cfg, model, xk, epochs=20).model.state_dict().values(),
+            strict=True,
+        )
+    )
+    net = dict(width=width, depth=2, nonlinearity="selu")
+    assert packs_exactly(shape, 4, sizes=(1, 2), **net) == same
+    if width == 32:
+        assert same  # the shapes the sweeps use
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "nesterov", "rmsprop"])

@@ -16,16 +16,17 @@ Each member gets exactly its own trial's update:
 - a member that stops (converged, diverged, ...) at a check is *retired*:
   its weights and optimizer state are taken out of the pack, which shrinks,
   so it stops costing compute and stays exactly as it was when it stopped.
-On one CPU thread a member of a net whose width is a multiple of EXACT_WIDTH
-matches its trial alone bit for bit (tested). At other widths, with more
-threads, or on a GPU, a batched matmul may sum in another order than a
+On one CPU thread a member matches its trial alone bit for bit at the shapes
+where the stacked kernels round as single ones (`packs_exactly` tells; every
+shape of the catalog does, tested). At other shapes, with more threads, or on
+a GPU, a batched matmul may sum in another order than a
 single one, as a change of thread count does for a trial alone; runs trained
 to MSE 1e-8 then end on nearby but not identical weights.
 
 `run_packed` mirrors `sweep.trial.run_trial` for K compatible configs.
 """
 
-from sweep.packing.nets import EXACT_WIDTH, PackedFC, PackingError
+from sweep.packing.nets import PackedFC, PackingError, packs_exactly
 from sweep.packing.trainer import Member, PackedTrainer
 from sweep.packing.trials import (
     MUST_MATCH,
@@ -37,7 +38,6 @@ from sweep.packing.trials import (
 )
 
 __all__ = [
-    "EXACT_WIDTH",
     "MUST_MATCH",
     "Member",
     "PackedFC",
@@ -45,6 +45,7 @@ __all__ = [
     "PackingError",
     "check_packable",
     "initial_model",
+    "packs_exactly",
     "pack_groups",
     "run_packed",
     "train_packed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,13 +11,6 @@ from torch import Tensor, nn
 
 from sweep.models import build_model
 from sweep.nonlinearities import get_nonlinearity
-
-# Hidden widths at which, on one CPU thread, the batched matmul of a pack sums
-# every output exactly as a single net's matmul does (measured on this torch
-# 2.13 CPU build: widths 16, 48, 64, 96, 256, 1024 bit for bit; 8, 24, 50,
-# 100, 120, 200 not, by ~1e-7: the kernels block rows in 16s). Every width of
-# the catalog is a multiple.
-EXACT_WIDTH = 16
 
 
 class PackingError(ValueError):
@@ -133,3 +127,52 @@ class _BatchedLinear(torch.autograd.Function):
         x, w = ctx.saved_tensors
         dx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None  # (K, n, in)
         return dx, torch.bmm(g.transpose(1, 2), x), g.sum(dim=1)
+
+
+def packs_exactly(
+    shape: tuple[int, int, int],
+    n: int,
+    *,
+    width: int,
+    depth: int,
+    nonlinearity: str,
+    sizes: Sequence[int] = (1, 2),
+) -> bool:
+    """Whether packs of these sizes compute, on this machine's CPU at the
+    current thread count, each net's outputs and MSE gradients to the last bit.
+
+    Elementwise kernels cut a tensor into vector chunks and a scalar tail, and
+    matmul kernels block their rows, so a net's numbers in a stacked tensor
+    can round differently than alone: whether they do depends on the shapes
+    alone (measured on torch 2.13 CPU: widths that are multiples of 16 are
+    exact; 8, 24, 50, 100, 120, 200 are not, by ~1e-7). One forward and
+    backward on random weights and data tells.
+    """
+    d = math.prod(shape)
+    generator = torch.Generator().manual_seed(0)
+    for k in sorted(set(sizes)):
+        torch.manual_seed(k)
+        models = [
+            build_model(
+                "fc", shape, width=width, depth=depth, nonlinearity=nonlinearity
+            )
+            for _ in range(k)
+        ]
+        x = torch.rand(k, n, d, generator=generator)  # (K, n, d)
+        packed = PackedFC.from_models(
+            models, shape, width=width, depth=depth, nonlinearity=nonlinearity
+        )
+        out = packed(x)
+        grads = torch.autograd.grad(
+            (out - x).pow(2).mean(dim=(1, 2)).sum(), list(packed.params)
+        )
+        for j, model in enumerate(models):
+            alone = model(x[j])
+            alone_grads = torch.autograd.grad(
+                (alone - x[j]).pow(2).mean(), list(model.parameters())
+            )
+            if not torch.equal(out[j].detach(), alone.detach()) or not all(
+                torch.equal(g[j], a) for g, a in zip(grads, alone_grads, strict=True)
+            ):
+                return False
+    return True
