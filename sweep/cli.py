@@ -110,9 +110,17 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
 
 
 def make_plan(
-    figure: str, profile: str, sets: list[str], config: Path | None, pack: int = 1
+    figure: str,
+    profile: str,
+    sets: list[str],
+    config: Path | None,
+    pack: int = 1,
+    at_once: int = 1,
 ) -> tuple[catalog.Sweep, Any]:
+    """The sweep and its cells, checked to fit this machine's memory with
+    `at_once` trials (packs of up to `pack` cells) side by side."""
     from sweep.launcher import Plan
+    from sweep.memory import check_memory
 
     sweep = catalog.get_sweep(figure, profile)
     fixed, axes = read_config_file(config) if config else ({}, {})
@@ -122,40 +130,8 @@ def make_plan(
     if fixed or axes:
         sweep = sweep.with_overrides(fixed, axes)
     trials = sweep.trials()
-    check_memory(trials, pack)
+    check_memory(trials, pack, at_once)
     return sweep, Plan(sweep.figure, sweep.profile, trials, sweep.notes)
-
-
-def check_memory(trials: list[dict[str, Any]], pack: int = 1) -> None:
-    """Refuse up front a cell (or a pack of `pack` such cells) whose training
-    would not fit in this machine."""
-    from sweep.data import image_shape
-    from sweep.models import estimate_bytes
-
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    shapes: dict[tuple, list[TrialConfig]] = {}
-    for cell in trials:
-        cfg = TrialConfig.from_dict(cell)
-        key = (cfg.model, image_shape(cfg), cfg.width, cfg.depth, cfg.n_train)
-        shapes.setdefault(key, []).append(cfg)  # seeds, rates, inits: one shape
-    for (model, _, _, _, _), cfgs in shapes.items():
-        cfg = cfgs[0]
-        k = min(pack, len(cfgs)) if model == "fc" else 1
-        need = k * estimate_bytes(
-            cfg.model,
-            image_shape(cfg),
-            width=cfg.width,
-            depth=cfg.depth,
-            n_train=cfg.n_train,
-        )
-        if need > 0.8 * available:
-            packed = f" in a pack of {k}" if k > 1 else ""
-            raise ConfigError(
-                f"width={cfg.width} depth={cfg.depth} n_train={cfg.n_train} needs "
-                f"about {need / 2**30:.1f} GiB to train{packed} but this machine has "
-                f"{available / 2**30:.1f} GiB; choose a smaller width or depth"
-                + (" or a smaller --pack" if k > 1 else "")
-            )
 
 
 def estimate_core_hours(trials: list[dict[str, Any]]) -> float:
@@ -255,7 +231,11 @@ def run(
     from sweep import launcher
 
     launcher.setup_logging(verbose)
-    sweep, plan = make_plan(figure, profile.value, set_, config, pack)
+    from sweep.memory import trials_at_once
+
+    local = not (address or os.environ.get("RAY_ADDRESS"))  # clusters: unknown
+    at_once = trials_at_once(num_cpus, cpus_per_trial, max_concurrent) if local else 1
+    sweep, plan = make_plan(figure, profile.value, set_, config, pack, at_once)
     if name is not None and (
         not name.strip() or "/" in name or "\\" in name or name in (".", "..")
     ):

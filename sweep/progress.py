@@ -27,7 +27,8 @@ class ProgressCallback(tune.Callback):
         self.done_here = 0  # cells finished by this run (for the ETA)
         self.best_mse: dict[str, float] = {}
         self.cells_done: dict[str, int] = {}  # of each packed trial, as reported
-        self.completed: set[str] = set()
+        self.completed: set[str] = set()  # trials known to have finished
+        self.seen: set[str] = set()
 
     def __getstate__(self):
         # the Tuner pickles its callbacks; the stream is not picklable
@@ -46,9 +47,13 @@ class ProgressCallback(tune.Callback):
         self._draw(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if m.CELLS_DONE not in (trial.last_result or {}):
-            self.done_here += 1  # a packed trial counted its cells as they ended
-        self.completed.add(trial.trial_id)  # Tune marks it TERMINATED after this
+        # complete means it returned (Tune's done) or sent its final record,
+        # not that an interrupted sweep stopped it
+        last = trial.last_result or {}
+        if last.get(m.FINAL) or last.get("done"):
+            if m.CELLS_DONE not in last:
+                self.done_here += 1  # a packed trial counted its cells as they ended
+            self.completed.add(trial.trial_id)  # Tune marks it TERMINATED after this
         self._draw(trials, force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -76,8 +81,14 @@ class ProgressCallback(tune.Callback):
         # counted in cells: a packed trial holds several, finishing one by one
         done = running = failed = 0
         for t in trials:
+            if t.trial_id not in self.seen:  # as a resumed sweep finds it
+                self.seen.add(t.trial_id)
+                if t.status == "TERMINATED":
+                    self.completed.add(t.trial_id)
+                last = t.last_result or {}
+                self.cells_done.setdefault(t.trial_id, last.get(m.CELLS_DONE, 0))
             n = _cells(t)
-            ended = t.status == "TERMINATED" or t.trial_id in self.completed
+            ended = t.trial_id in self.completed
             finished = n if ended else self._done(t, n)
             done += finished
             running += n - finished if t.status == "RUNNING" and not ended else 0

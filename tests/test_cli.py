@@ -191,3 +191,30 @@ def test_fixing_a_linked_field_keeps_its_partner():
         {"optimizer": "gd", "lr": 0.1}, {}
     )
     assert {t["lr"] for t in sweep.trials()} == {0.1}
+
+
+def test_trials_side_by_side_must_fit_in_memory_together(tmp_path):
+    # a width whose one trial needs 55-80% of what a sweep may use: one fits,
+    # two side by side (2 CPUs, 1 a trial) do not; one at a time is not refused
+    # for memory (refused here for another reason: the storage is a file)
+    from sweep.memory import FRACTION, physical_bytes
+    from sweep.models import estimate_bytes
+
+    budget = FRACTION * physical_bytes()
+    width = 16
+    while estimate_bytes("fc", (1, 7, 7), width=width, depth=2, n_train=4) < (
+        0.55 * budget
+    ):
+        width += 16
+    need = estimate_bytes("fc", (1, 7, 7), width=width, depth=2, n_train=4)
+    assert need < 0.8 * budget  # the step of 16 does not jump past one trial's fit
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = ["run", "fig3", "--profile", "smoke", "--set", f"width={width}"]
+    args += ["--set", "nonlinearity=selu", "--set", "seed=0,1", "--num-cpus", "2"]
+    args += ["--storage", str(blocker)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "2 trials side by side need about" in result.output
+    one = runner.invoke(app, [*args, "--max-concurrent", "1"])
+    assert one.exit_code == 2 and "is a file, not a directory" in one.output
