@@ -87,9 +87,11 @@ def read_trial(
         return None
     last = final or (rows[-1] if rows else {})
     trial_id = last.get("trial_id") or _trial_id(trial_dir)
-    return _record(
+    record = _record(
         trial_dir, sweep, trial_id, config, rows, final, last, doc, checkpoint
     )
+    record[0]["pack"] = None  # a trial of its own
+    return record
 
 
 def read_pack(
@@ -126,7 +128,7 @@ def read_pack(
             if k.startswith(prefix)
         }
         config = {**TrialConfig().to_dict(), **cfg}
-        trial_id = f"{pack_id}.{int(cell)}"
+        trial_id = f"{pack_id}.{int(cell):05d}"  # sorts as the cells do
         record = _record(
             trial_dir, sweep, trial_id, config, rows, final, last, doc, checkpoint
         )

@@ -166,9 +166,14 @@ def run(
     storage = check_storage(storage)
     exp = experiment_path(storage, name)
     restorable = tune.Tuner.can_restore(exp)
-    if restorable and not is_uri(exp) and not any(Path(exp).glob("experiment_state-*")):
-        # tuner.pkl without Tune's trial state: restoring would start a bogus
-        # experiment inside this sweep
+    # tuner.pkl without Tune's trial state (the driver was killed within its
+    # first second, or the file was lost): restoring would start a bogus
+    # experiment inside this sweep
+    lost = restorable and not is_uri(exp)
+    lost = lost and not any(Path(exp).glob("experiment_state-*"))
+    if lost and not any_trial_started(exp):
+        restorable = False  # no trial started: nothing is lost by starting afresh
+    elif lost:
         raise LaunchError(
             f"{exp} has lost Ray Tune's experiment state (experiment_state-*.json); "
             "its finished trials are still readable with `sweep summary`, but it "
@@ -242,6 +247,15 @@ def run(
     if outcome.n_unfinished:
         outcome.interrupted = received[0] if received else signal.SIGINT
     return outcome
+
+
+def any_trial_started(exp: str) -> bool:
+    """Whether a trial directory of a local sweep holds results or checkpoints."""
+    return any(
+        (d / "result.json").exists() or any(d.glob("checkpoint_*"))
+        for d in Path(exp).iterdir()
+        if d.is_dir()
+    )
 
 
 def plan_packs(

@@ -711,3 +711,26 @@ def test_one_driver_a_sweep_and_a_dead_ones_record_is_taken_over(tmp_path):
     assert live_driver(exp) is None
     with hold(exp):
         assert live_driver(exp)["started"] == process_started(os.getpid())
+
+
+def test_a_driver_killed_before_tunes_first_state_save_is_started_afresh(tmp_path):
+    """A SIGKILL within the driver's first second leaves tuner.pkl but no
+    experiment_state-*.json. With no trial started, `sweep run` starts the
+    sweep again in place; once a trial has results, it is refused instead
+    (restoring would start a bogus experiment over them)."""
+    args = ["run", "fig3", "--profile", "smoke", "--set", "nonlinearity=selu"]
+    args += ["--storage", str(tmp_path), "--num-cpus", "1"]
+    assert cli(*args).returncode == 0
+    exp = tmp_path / "fig3-smoke"
+    for path in exp.glob("experiment_state-*"):
+        path.unlink()
+    (trial,) = [d for d in exp.iterdir() if d.is_dir()]
+    kept = cli(*args)
+    assert kept.returncode == 2
+    assert "has lost Ray Tune's experiment state" in kept.stderr
+
+    shutil.rmtree(trial)  # as if killed before any trial started
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "1/1 trials finished" in again.stdout
+    assert any(exp.glob("experiment_state-*"))
