@@ -12,7 +12,6 @@ finished is never trained or measured again.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ray import tune
 from sweep.config import TrialConfig
 from sweep.packing import run_packed
 from sweep.packing.files import MEASUREMENTS_FILE, PackFiles, cell_dir_name
-from sweep.trial import EXPERIMENT_ENV, run_trial
+from sweep.trial import run_trial, stored_checkpoints, stored_trial_path
 
 
 def train_pack(config: dict) -> None:
@@ -67,19 +66,10 @@ def adopt_stored_finals(files: PackFiles) -> None:
     pointing at an older checkpoint than the newest one on storage; the cells
     finished in between are not run again.
     """
-    experiment = os.environ.get(EXPERIMENT_ENV)
-    if not experiment:
+    path = stored_trial_path()
+    if not path:
         return
-    root = experiment.rstrip("/") + "/" + tune.get_context().get_trial_id()
-    if "://" in root:
-        fs, root = pafs.FileSystem.from_uri(root)
-    else:
-        fs, root = pafs.LocalFileSystem(), str(Path(root).resolve())
-    listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    checkpoints = sorted(
-        (i.base_name for i in listing if i.base_name.startswith("checkpoint_")),
-        reverse=True,
-    )
+    fs, root, checkpoints = stored_checkpoints(path)
     for cell in files.cells:
         if files.summary(cell) is not None:
             continue

@@ -219,6 +219,27 @@ def _jsonable(v):
     return v
 
 
+def stored_checkpoints(trial_path: str) -> tuple[pafs.FileSystem, str, list[str]]:
+    """A stored trial's filesystem, its root there, and its checkpoint_*
+    directory names, newest first (local paths or pyarrow URIs)."""
+    if "://" in trial_path:
+        fs, root = pafs.FileSystem.from_uri(trial_path)
+    else:
+        fs, root = pafs.LocalFileSystem(), str(Path(trial_path).resolve())
+    listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = [i.base_name for i in listing if i.base_name.startswith("checkpoint_")]
+    return fs, root, sorted(names, reverse=True)
+
+
+def stored_trial_path() -> str | None:
+    """This Tune trial's directory on the sweep's storage (None outside a sweep):
+    the launcher names the sweep directory, and trial dirs are named by id."""
+    experiment = os.environ.get(EXPERIMENT_ENV)
+    if not experiment:
+        return None
+    return experiment.rstrip("/") + "/" + tune.get_context().get_trial_id()
+
+
 def stored_summary(trial_path: str) -> dict | None:
     """The final summary of a trial whose final checkpoint is already stored.
 
@@ -226,15 +247,8 @@ def stored_summary(trial_path: str) -> dict | None:
     after a trial finished leaves Tune's last snapshot listing that trial as
     running, so a resumed sweep starts it again; this is how it knows not to.
     """
-    if "://" in trial_path:
-        fs, root = pafs.FileSystem.from_uri(trial_path)
-    else:
-        fs, root = pafs.LocalFileSystem(), str(Path(trial_path).resolve())
-    listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    names = sorted(
-        i.base_name for i in listing if i.base_name.startswith("checkpoint_")
-    )
-    for name in reversed(names):
+    fs, root, names = stored_checkpoints(trial_path)
+    for name in names:
         path = f"{root}/{name}/{MEASUREMENTS_FILE}"
         if fs.get_file_info(path).type == pafs.FileType.File:
             with fs.open_input_stream(path) as src:
@@ -311,12 +325,8 @@ class RaySink:
     """Inside a Ray Tune trial: progress through `tune.report`, state as checkpoints."""
 
     def finished(self) -> dict | None:
-        # the launcher names the sweep directory; trial dirs are named by id
-        experiment = os.environ.get(EXPERIMENT_ENV)
-        if not experiment:
-            return None
-        trial = tune.get_context().get_trial_id()
-        return stored_summary(experiment.rstrip("/") + "/" + trial)
+        path = stored_trial_path()
+        return stored_summary(path) if path else None
 
     def restore(self) -> dict | None:
         checkpoint = tune.get_checkpoint()
