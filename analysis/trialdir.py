@@ -202,8 +202,11 @@ def trial_config(
 
 def read_params(path: Path, name: str, warnings: list[str]) -> dict | None:
     """The config in params.json: Ray wraps it as {"cell": ...}, `sweep trial` not."""
+    text = path.read_text()
+    if not text.strip():
+        return None  # Ray rewrites it in place when it restores a trial
     try:
-        params = json.loads(path.read_text())
+        params = json.loads(text)
     except json.JSONDecodeError as err:
         warnings.append(f"{name}: unreadable {PARAMS_FILE} ({err})")
         return None

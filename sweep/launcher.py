@@ -221,6 +221,9 @@ def run(
                 max_concurrent=max_concurrent,
                 max_failures=max_failures,
             )
+        # Tune's advice on an interrupt is Tuner.restore; ours, `sweep resume`,
+        # is printed by the CLI
+        logging.getLogger("ray.tune.tune").addFilter(_not_tune_restore_advice)
         # after ray.init, whose C++ core installs a SIGTERM handler of its own
         # (it logs a stack trace and dies, skipping Tune's last state save)
         with sigterm_as_sigint() as received, hold(exp):
@@ -363,6 +366,10 @@ def new_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
+
+
+def _not_tune_restore_advice(record: logging.LogRecord) -> bool:
+    return "Tuner.restore" not in record.getMessage()
 
 
 def _first_line(error: BaseException) -> str:

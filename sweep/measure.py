@@ -200,11 +200,14 @@ def _gallery(f, everything, outcomes, kinds, cycles, cfg) -> dict[str, np.ndarra
     steps = [s for s in GALLERY_STEPS if s < cfg.iter_max_steps]
     with torch.no_grad():
         iterates = dynamics.trajectory(f, everything[picks], steps)  # (g, T, d)
+    shown = np.concatenate(
+        [iterates.cpu().numpy(), outcomes.ends[picks, None].cpu().numpy()], axis=1
+    )
+    with np.errstate(over="ignore"):  # a diverging start's iterates become inf
+        shown = shown.astype(np.float16)
     gallery.update(
         steps=np.asarray(steps + [cfg.iter_max_steps]),
-        iterates=np.concatenate(
-            [iterates.cpu().numpy(), outcomes.ends[picks, None].cpu().numpy()], axis=1
-        ).astype(np.float16),
+        iterates=shown,
         start_kind=kinds[picks].astype(str),
         outcome=outcomes.outcome[picks].astype(str),
         target=outcomes.target[picks].astype(np.int64),

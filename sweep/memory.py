@@ -62,14 +62,21 @@ def check_memory(trials: list[dict[str, Any]], pack: int = 1, at_once: int = 1) 
             raise ConfigError(
                 f"width={cfg.width} depth={cfg.depth} n_train={cfg.n_train} needs "
                 f"about {total / 2**30:.1f} GiB to train{packed} but this machine has "
-                f"{physical_bytes() / 2**30:.1f} GiB; choose a smaller width or depth"
+                f"{_budget()}; choose a smaller width or depth"
                 + (" or a smaller --pack" if k > 1 else "")
             )
     together = sum(sorted(needs, reverse=True)[:at_once])
     if together > available:
         raise ConfigError(
             f"{min(at_once, len(needs))} trials side by side need about "
-            f"{together / 2**30:.1f} GiB but this machine has "
-            f"{physical_bytes() / 2**30:.1f} GiB; lower --max-concurrent"
-            + (" or --pack" if pack > 1 else "")
+            f"{together / 2**30:.1f} GiB but this machine has {_budget()}; "
+            "lower --max-concurrent" + (" or --pack" if pack > 1 else "")
         )
+
+
+def _budget() -> str:
+    total = physical_bytes() / 2**30
+    usable = FRACTION * total
+    return (
+        f"{total:.1f} GiB, of which a sweep plans on {FRACTION:.0%} ({usable:.1f} GiB)"
+    )
