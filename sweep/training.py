@@ -88,6 +88,32 @@ class TrainSummary:
     stop_reason: str | None  # one of STOP_REASONS; None while training can go on
 
 
+# what a training state holds (besides the RNG state), as Trainer writes it
+STATE_KEYS = frozenset(
+    {"model", "optimizer", "epoch", "mse", "stop_reason", "elapsed_s"}
+)
+
+
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    mse: float,
+    stop_reason: str | None,
+    elapsed_s: float,
+) -> dict:
+    """A resumable training state; loadable with torch.load(weights_only=True)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "mse": mse,
+        "stop_reason": stop_reason,
+        "elapsed_s": elapsed_s,
+        "torch_rng_state": torch.get_rng_state(),
+    }
+
+
 class Trainer:
     """Full-batch MSE training of `model` to map `inputs` onto `targets`.
 
@@ -195,20 +221,14 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything needed to resume; loadable with torch.load(weights_only=True)."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "mse": self.mse,
-            "stop_reason": self.stop_reason,
-            "elapsed_s": self.elapsed_s,
-            "torch_rng_state": torch.get_rng_state(),
-        }
+        return training_state(
+            self.model, self.optimizer, self.epoch, self.mse, self.stop_reason,
+            self.elapsed_s,
+        )  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from `state_dict()`; the model and optimizer must be built alike."""
-        missing = {"model", "optimizer", "epoch", "mse", "stop_reason", "elapsed_s"}
-        missing -= set(state)
+        missing = STATE_KEYS - set(state)
         if missing:
             raise TrainingError(
                 f"training state lacks {', '.join(sorted(missing))}; "

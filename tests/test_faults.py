@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sweep_cli import sweep_cli
 
 from analysis.load import load_sweeps
 from sweep.config import TrialConfig
@@ -169,17 +170,6 @@ class Driver:
         kill_owned(self.owned)
 
 
-def cli(*args: str, env: dict | None = None, timeout: float = 300):
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
 def rows(trial_dir: Path) -> list[dict]:
     """The JSON lines of result.json; a line being written is skipped."""
     path = trial_dir / "result.json"
@@ -309,7 +299,7 @@ def same(a, b) -> bool:
 def test_a_diverging_trial_is_recorded_as_diverged_and_the_sweep_goes_on(tmp_path):
     """Plain GD at lr=1000 overflows within a few epochs (measured: NaN by epoch
     10); the other cell, lr=1e-3, trains normally. Exit 0: a result, not a crash."""
-    out = cli(
+    out = sweep_cli(
         "run", "fig3", "--profile", "smoke", "--storage", str(tmp_path),
         "--num-cpus", "2", "--set", "nonlinearity=selu",
         "--set", "optimizer=gd", "--set", "lr=1000,0.001",
@@ -364,7 +354,7 @@ def interrupted_sweep(tmp_path: Path, sig: int) -> tuple[Path, dict, Driver]:
 
 
 def resume_and_check(exp: Path, finished: dict[str, bytes]) -> None:
-    out = cli("resume", str(exp), "--num-cpus", "2")
+    out = sweep_cli("resume", str(exp), "--num-cpus", "2")
     assert out.returncode == 0, out.stderr[-3000:]
     # trials done before the interrupt count as finished, not as lost
     assert "6/6 trials finished, 0 failed" in out.stdout
@@ -720,17 +710,17 @@ def test_a_driver_killed_before_tunes_first_state_save_is_started_afresh(tmp_pat
     (restoring would start a bogus experiment over them)."""
     args = ["run", "fig3", "--profile", "smoke", "--set", "nonlinearity=selu"]
     args += ["--storage", str(tmp_path), "--num-cpus", "1"]
-    assert cli(*args).returncode == 0
+    assert sweep_cli(*args).returncode == 0
     exp = tmp_path / "fig3-smoke"
     for path in exp.glob("experiment_state-*"):
         path.unlink()
     (trial,) = [d for d in exp.iterdir() if d.is_dir()]
-    kept = cli(*args)
+    kept = sweep_cli(*args)
     assert kept.returncode == 2
     assert "has lost Ray Tune's experiment state" in kept.stderr
 
     shutil.rmtree(trial)  # as if killed before any trial started
-    again = cli(*args)
+    again = sweep_cli(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "1/1 trials finished" in again.stdout
     assert any(exp.glob("experiment_state-*"))

@@ -11,21 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from sweep_cli import sweep_cli
 
 from analysis.load import load_sweeps
 from sweep.metrics import OUTCOMES
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
 
 
 def final_rows(trial_dir: Path) -> list[dict]:

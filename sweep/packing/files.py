@@ -94,9 +94,8 @@ class PackFiles:
         Pack-wide progress is that of the slowest cell still training (most
         epochs, highest MSE); each cell's own is under `cell_metric` names.
         """
-        running = [
-            p for c, p in self.progress.items() if not p.get(m.FINAL) and p
-        ] or list(self.progress.values())
+        running = [p for p in self.progress.values() if not p.get(m.FINAL)]
+        running = running or list(self.progress.values())
         mses = [p[m.MSE] for p in running if _finite(p.get(m.MSE))]
         metrics = {
             m.EPOCHS: max((p.get(m.EPOCHS) or 0 for p in running), default=0),

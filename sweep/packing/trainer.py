@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from sweep.models import build_model
 from sweep.packing.nets import PackedFC, PackingError
-from sweep.training import TrainSummary, make_optimizer
+from sweep.training import STATE_KEYS, TrainSummary, make_optimizer, training_state
 
 
 class Member:
@@ -148,15 +148,10 @@ class PackedTrainer:
         for p, entries in zip(model.parameters(), state, strict=True):
             if entries:
                 optimizer.state[p] = entries
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": member.epoch,
-            "mse": member.mse,
-            "stop_reason": member.stop_reason,
-            "elapsed_s": member.elapsed_s,
-            "torch_rng_state": torch.get_rng_state(),
-        }
+        return training_state(
+            model, optimizer, member.epoch, member.mse, member.stop_reason,
+            member.elapsed_s,
+        )  # fmt: skip
 
     def load_state_dicts(self, states: Sequence[dict | None]) -> None:
         """Resume members from `Trainer.state_dict()`s (None: start afresh).
@@ -200,14 +195,12 @@ class PackedTrainer:
     def _step(self, mse: Tensor) -> None:
         # the sum's gradient in net k's weights is that of net k's own MSE
         grads = torch.autograd.grad(mse.sum(), list(self.packed.params))
+        per_row = [grad.unbind(0) for grad in grads]  # (K,) views a parameter
         for group in self.groups:
             for row, views in zip(group.rows, group.views, strict=True):
-                for view, grad in zip(views, grads, strict=True):
-                    view.grad = grad[row]
+                for view, grad in zip(views, per_row, strict=True):
+                    view.grad = grad[row]  # replaced each step, never accumulated
             group.optimizer.step()
-            for views in group.views:
-                for view in views:
-                    view.grad = None
 
     def _judge(self, mses: list[float], final: bool) -> list[int]:
         """Rows whose member stops now, by Trainer's rules."""
@@ -306,8 +299,7 @@ class PackedTrainer:
 
     def _load_member(self, k: int, state: dict) -> tuple[list[Tensor], list[dict]]:
         """Weights and optimizer state of a `Trainer.state_dict()`, per parameter."""
-        missing = {"model", "optimizer", "epoch", "mse", "stop_reason", "elapsed_s"}
-        missing -= set(state)
+        missing = STATE_KEYS - set(state)
         if missing:
             raise PackingError(
                 f"training state of member {k} lacks {', '.join(sorted(missing))}; "
